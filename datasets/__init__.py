@@ -1,0 +1,5 @@
+"""Data sources and file I/O, importable as ``invsolve.datasets``."""
+
+from invsolve.datasets.phantoms import random_ellipses, shepp_logan
+
+__all__ = ["random_ellipses", "shepp_logan"]
