@@ -10,8 +10,48 @@ such tensors equals ``Re <u, v>``, so ``A_adjoint`` is the complex adjoint.
 
 from invsolve.operators.base import DeepinvLinearOperator, LinearOperator, Operator, conjugate_gradient
 from invsolve.operators.matrix import MatrixOperator
+from invsolve.operators.blur import Blur, gaussian_kernel, motion_kernel
+from invsolve.operators.inpainting import Inpainting
+from invsolve.operators.super_resolution import SuperResolution
+from invsolve.operators.masks import (
+    fastmri_mask,
+    mask_acceleration,
+    poisson_disc_mask,
+    synthetic_coil_maps,
+    variable_density_mask,
+    variable_density_mask_2d,
+)
+from invsolve.operators.mri import MultiCoilMRI, SingleCoilMRI
+from invsolve.operators.ct import (
+    FanBeamCT,
+    ParallelBeamCT,
+    ParallelBeamCT3D,
+    limited_angle_angles,
+    sparse_view_angles,
+)
 
 __all__ = [
+    # image domain (operators/inpainting.py, super_resolution.py, blur.py)
+    "Blur",
+    "Inpainting",
+    "SuperResolution",
+    "gaussian_kernel",
+    "motion_kernel",
+    # MRI (operators/mri.py, operators/masks.py)
+    "MultiCoilMRI",
+    "SingleCoilMRI",
+    "fastmri_mask",
+    "mask_acceleration",
+    "poisson_disc_mask",
+    "synthetic_coil_maps",
+    "variable_density_mask",
+    "variable_density_mask_2d",
+    # CT (operators/ct.py)
+    "FanBeamCT",
+    "ParallelBeamCT",
+    "ParallelBeamCT3D",
+    "limited_angle_angles",
+    "sparse_view_angles",
     "DeepinvLinearOperator",
     "LinearOperator",
     "MatrixOperator",

@@ -1,6 +1,21 @@
 """Posterior samplers: one module each, all with the signature
 ``sampler(measurement, prior, *, steps/sigmas, n_samples, generator, callback, **hyper) -> SamplerOutput``."""
 
+from invsolve.samplers.dps import dps
+from invsolve.samplers.edm import edm_sample, edm_sigmas, unconditional
+from invsolve.samplers.exact import exact
 from invsolve.samplers.output import Posterior, SamplerOutput, StepInfo, weighted_moments
+from invsolve.samplers.pigdm import pigdm
 
-__all__ = ["Posterior", "SamplerOutput", "StepInfo", "weighted_moments"]
+__all__ = [
+    "Posterior",
+    "SamplerOutput",
+    "StepInfo",
+    "dps",
+    "edm_sample",
+    "edm_sigmas",
+    "exact",
+    "pigdm",
+    "unconditional",
+    "weighted_moments",
+]
