@@ -9,7 +9,7 @@ Four sources, all returning float32 tensors of shape ``(C, size, size)``:
   complex as (real, imag) channels (``C = 2``, magnitude ``<= 1`` up to outliers).
 
 Procedural sources are deterministic per index: item ``i`` of a dataset with ``seed`` is drawn from
-a ``torch.Generator`` seeded with ``seed * 2**32 + i``, so any order of access (and any resume of a
+its own ``torch.Generator`` (:func:`item_generator`), so any order of access (and any resume of a
 training run) sees the same images.
 
 Normalization of file sources (documented here once):
@@ -51,8 +51,14 @@ _MAX_LENGTH = 2**32
 
 
 def item_generator(seed: int, index: int) -> torch.Generator:
-    """The generator for item ``index`` of a procedural dataset: seeded with ``seed * 2**32 + index``."""
-    return torch.Generator().manual_seed(seed * _MAX_LENGTH + index)
+    """The generator for item ``index`` of a procedural dataset.
+
+    torch's CPU generator (MT19937) keeps only the low 32 bits of its seed, so ``(seed, index)`` is
+    hashed to 32 bits with NumPy's ``SeedSequence([seed, index])`` (well mixed: nearby seeds and
+    indices give unrelated streams; two distinct pairs share a stream with probability ``2**-32``).
+    """
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 def _check_seed_length(seed: int, length: int) -> None:
@@ -112,7 +118,7 @@ class EllipsePhantoms(Dataset):
 class EllipsoidSlices(Dataset):
     """2D slices of ``n_volumes`` seeded random ellipsoid volumes (:func:`~invsolve.datasets.ellipsoids.random_ellipsoids`).
 
-    Volume ``v`` uses the generator of index ``v``; its slices along each axis in ``axes`` are taken
+    Volume ``v`` uses ``item_generator(seed, v)``; its slices along each axis in ``axes`` are taken
     from the central ``central_fraction`` of that axis (outer slices are mostly empty). Items are
     ordered volume by volume; the most recently used volumes are cached.
     """

@@ -61,13 +61,18 @@ def _magnitude(x: torch.Tensor) -> torch.Tensor:
     return x[0].square().sum(dim=0).sqrt()
 
 
-def _ct_task(truth: torch.Tensor, n_views: int, device: torch.device) -> Task:
+#: TV weights per task, chosen by ``experiments/tune_tv_demo.py`` on seeded random-ellipse
+#: phantoms (never on the Shepp-Logan test image); the table it printed is in experiments/results/tv_tuning.md.
+TV_WEIGHTS = {"CT 8 views": 0.2, "CT 16 views": 0.2, "MRI 4x": 0.02, "MRI 8x": 0.05}
+
+
+def _ct_task(truth: torch.Tensor, n_views: int, device: torch.device, tv_weights: dict[str, float]) -> Task:
     size = truth.shape[-1]
     op = ParallelBeamCT(sparse_view_angles(n_views), size, device=device)
-    # TV weight chosen on random-ellipse phantoms (not on this image); see README "Demo".
-    lam = 0.5 if n_views <= 8 else 0.3
+    name = f"CT {n_views} views"
+    lam = tv_weights[name]
     return Task(
-        name=f"CT {n_views} views",
+        name=name,
         operator=op,
         truth=truth,
         show_measurement=lambda y: y[0, 0],
@@ -78,15 +83,17 @@ def _ct_task(truth: torch.Tensor, n_views: int, device: torch.device) -> Task:
     )
 
 
-def _mri_task(truth: torch.Tensor, acceleration: int, seed: int, device: torch.device) -> Task:
+def _mri_task(truth: torch.Tensor, acceleration: int, seed: int, device: torch.device,
+              tv_weights: dict[str, float]) -> Task:
     size = truth.shape[-1]
     complex_truth = torch.cat([truth, torch.zeros_like(truth)], dim=1)  # real-valued object, zero phase
     mask = fastmri_mask((size, size), acceleration, center_fraction=0.08 if acceleration == 4 else 0.04,
                         kind="equispaced", seed=seed)
     op = SingleCoilMRI(mask.to(device), (size, size), device=device)
-    lam = 0.002 if acceleration == 4 else 0.003
+    name = f"MRI {acceleration}x"
+    lam = tv_weights[name]
     return Task(
-        name=f"MRI {acceleration}x",
+        name=name,
         operator=op,
         truth=complex_truth,
         show_measurement=lambda y: torch.log1p(100 * _magnitude(y) / _magnitude(y).max()),
@@ -98,13 +105,15 @@ def _mri_task(truth: torch.Tensor, acceleration: int, seed: int, device: torch.d
     )
 
 
-def build_tasks(size: int, seed: int, device: torch.device) -> list[Task]:
-    truth = shepp_logan(size).to(device)[None]
+def build_tasks(truth: torch.Tensor, seed: int, device: torch.device,
+                tv_weights: dict[str, float] | None = None) -> list[Task]:
+    """The demo's tasks for a ground truth ``(1, 1, H, H)``."""
+    weights = {**TV_WEIGHTS, **(tv_weights or {})}
     return [
-        _ct_task(truth, 8, device),
-        _ct_task(truth, 16, device),
-        _mri_task(truth, 4, seed, device),
-        _mri_task(truth, 8, seed, device),
+        _ct_task(truth, 8, device, weights),
+        _ct_task(truth, 16, device, weights),
+        _mri_task(truth, 4, seed, device, weights),
+        _mri_task(truth, 8, seed, device, weights),
     ]
 
 
@@ -124,7 +133,7 @@ def run_demo(out_dir: str | Path, *, device: str = "cpu", seed: int = 0, size: i
         raise ValueError(f"size must be an integer >= 32, got {size!r}")
     dev = _resolve_device(device)
     out_dir = Path(out_dir)
-    tasks = build_tasks(size, seed, dev)
+    tasks = build_tasks(shepp_logan(size).to(dev)[None], seed, dev)
     generator = torch.Generator(device=dev).manual_seed(seed)
     report = DemoReport()
     panels = []

@@ -313,7 +313,11 @@ def train(config: TrainConfig | dict[str, Any], *, callback: Callable[[TrainStep
         }
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
-        exported = {"format": PRIOR_FORMAT, "config": prior_cfg, "state_dict": ema.module.net.state_dict()}
+        exported = {
+            "format": PRIOR_FORMAT,
+            "config": prior_cfg,
+            "state_dict": {k: v.detach().cpu() for k, v in ema.module.net.state_dict().items()},
+        }
         with atomic_path(prior_path) as tmp:
             torch.save(exported, tmp)
 

@@ -43,8 +43,12 @@ class Operator(nn.Module, abc.ABC):
         super().__init__()
         self.x_shape: Shape = tuple(int(s) for s in x_shape)
         self.y_shape: Shape = tuple(int(s) for s in y_shape)
+        self._x_rank = len(self.x_shape) + 1
+        self._y_rank = len(self.y_shape) + 1
         self._cached_dtype: torch.dtype | None = None
         self._dtype_known = False
+        # dtype of the last tensor that passed a full check; lets calls skip the slow path.
+        self._fast_dtype: torch.dtype | None = None
 
     # -- dtype / device -------------------------------------------------------------
     @property
@@ -67,10 +71,25 @@ class Operator(nn.Module, abc.ABC):
 
     def _apply(self, fn, recurse=True):  # called by .to(), .double(), .cuda(), ...
         self._dtype_known = False
+        self._fast_dtype = None
         return super()._apply(fn, recurse)
 
     # -- checks -----------------------------------------------------------------
+    # The fast path (a plain tensor of the operator's dtype and shape) costs a few
+    # attribute reads and one tuple comparison; everything else takes the full check.
     def check_x(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        if type(x) is torch.Tensor and x.dtype is self._fast_dtype and x.dim() == self._x_rank \
+                and x.shape[1:] == self.x_shape:
+            return x
+        return self._check_x_full(x, name)
+
+    def check_y(self, y: torch.Tensor, name: str = "y") -> torch.Tensor:
+        if type(y) is torch.Tensor and y.dtype is self._fast_dtype and y.dim() == self._y_rank \
+                and y.shape[1:] == self.y_shape:
+            return y
+        return self._check_y_full(y, name)
+
+    def _check_x_full(self, x: torch.Tensor, name: str) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
         if x.shape[1:] != self.x_shape or x.dim() != len(self.x_shape) + 1:
@@ -78,7 +97,7 @@ class Operator(nn.Module, abc.ABC):
         self._check_dtype(x, name)
         return x
 
-    def check_y(self, y: torch.Tensor, name: str = "y") -> torch.Tensor:
+    def _check_y_full(self, y: torch.Tensor, name: str) -> torch.Tensor:
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
         if y.shape[1:] != self.y_shape or y.dim() != len(self.y_shape) + 1:
@@ -98,6 +117,7 @@ class Operator(nn.Module, abc.ABC):
                 f"{name} has dtype {t.dtype} but {type(self).__name__} holds {own}; "
                 f"convert one of them (e.g. operator.to({t.dtype}))"
             )
+        self._fast_dtype = own
 
     # -- the operator -------------------------------------------------------------
     @abc.abstractmethod
@@ -213,8 +233,9 @@ class DeepinvLinearOperator(LinearOperator):
         super().__init__(x_shape, y_shape)
         self.physics = physics
 
+    # ``self._modules[...]`` skips nn.Module.__getattr__, which would cost about a microsecond per call.
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.physics.A(x)
+        return self._modules["physics"].A(x)
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self.physics.A_adjoint(y)
+        return self._modules["physics"].A_adjoint(y)

@@ -96,9 +96,10 @@ def _angles(angles: object, dtype: torch.dtype, device: torch.device | str) -> t
             f"angles must be a 1-D sequence or tensor of angles in degrees, got the number {angles!r}; "
             "use sparse_view_angles(n_views) for equally spaced views"
         )
+    if isinstance(angles, torch.Tensor):
+        angles = angles.detach().cpu()
     try:
-        values = torch.as_tensor(np.asarray(angles.detach().cpu() if isinstance(angles, torch.Tensor) else angles,
-                                            dtype=np.float64))
+        values = torch.as_tensor(np.asarray(angles, dtype=np.float64))
     except (TypeError, ValueError) as err:
         raise TypeError(f"angles must be a 1-D sequence or tensor of numbers (degrees): {err}") from None
     if values.dim() != 1:
@@ -106,12 +107,20 @@ def _angles(angles: object, dtype: torch.dtype, device: torch.device | str) -> t
     if values.numel() == 0:
         raise ValueError("angles must not be empty: give at least one projection angle (degrees)")
     if not bool(torch.isfinite(values).all()):
-        raise ValueError(f"angles must be finite (degrees), got {int((~torch.isfinite(values)).sum())} NaN/Inf value(s)")
+        bad = int((~torch.isfinite(values)).sum())
+        raise ValueError(f"angles must be finite (degrees), got {bad} NaN/Inf value(s)")
     return values.to(dtype=dtype, device=device)
 
 
-def _img_size(value: object) -> int:
-    return positive_int(value, "img_size", minimum=2)
+def _length(name: str, value: object, pixel_spacing: float, zero_ok: bool = False) -> float:
+    """A geometry length (> 0, or >= 0 if ``zero_ok``) converted to pixels."""
+    check = require_nonnegative_number if zero_ok else require_positive_number
+    return check(name, value) / pixel_spacing
+
+
+def _img_size(value: object, circle: bool) -> int:
+    """Image side: >= 2, or >= 3 with ``circle`` (the disc inscribed in 2x2 pixels holds no pixel centre)."""
+    return positive_int(value, "img_size" + (" (with circle=True)" if circle else ""), minimum=3 if circle else 2)
 
 
 def _volume_shape(value: object) -> tuple[int, int]:
@@ -162,8 +171,8 @@ class _TomographyOperator(LinearOperator):
         padded = int(physics.radon.all_grids.shape[1])
         self._padded = padded
         self._pad_before = (padded // 2 - img_size // 2) if not circle else 0
-        if circle:  # the disc deepinv's forward multiplies by (recomputed there on every call)
-            axis = 2 * torch.arange(img_size, dtype=torch.float64) / (img_size - 1) - 1.0
+        if circle:  # the disc deepinv's forward multiplies by, computed as there (in float32)
+            axis = 2 * torch.arange(img_size, dtype=torch.float) / (img_size - 1) - 1.0
             mask = (axis[None, :] ** 2 + axis[:, None] ** 2 <= 1).to(physics.angles.dtype)
             self.register_buffer("_circle_mask", mask.to(physics.angles.device), persistent=False)
         else:
@@ -256,17 +265,18 @@ class ParallelBeamCT(_TomographyOperator):
         device: torch.device | str = "cpu",
     ) -> None:
         dtype = float_dtype(dtype)
-        img_size = _img_size(img_size)
+        circle = bool(circle)
+        img_size = _img_size(img_size, circle)
         angles = _angles(angles, dtype, device)
         physics = Tomography(
-            angles, img_size, circle=bool(circle), normalize=False, adjoint_via_backprop=True,
+            angles, img_size, circle=circle, normalize=False, adjoint_via_backprop=True,
             fan_beam=False, device=device, dtype=dtype,
         )
         # deepinv also builds an IRadon with a second full set of sampling grids
         # (n_angles * S^2 * 2 values); our exact adjoint and FBP never use them.
         physics.iradon.register_buffer("all_grids", physics.iradon.all_grids.new_empty(0), persistent=False)
         physics.to(dtype=dtype)  # deepinv keeps a float32 `_device_holder` buffer
-        super().__init__(physics, img_size, bool(circle), int(physics.radon.all_grids.shape[1]))
+        super().__init__(physics, img_size, circle, int(physics.radon.all_grids.shape[1]))
 
     def _fbp(self, y: torch.Tensor) -> torch.Tensor:
         return self._raw_backproject(_ramp(y)) * (math.pi / (2 * self.n_angles))
@@ -312,13 +322,15 @@ class FanBeamCT(_TomographyOperator):
         device: torch.device | str = "cpu",
     ) -> None:
         dtype = float_dtype(dtype)
-        img_size = _img_size(img_size)
-        angles = _angles(angles, dtype, device)
         circle = bool(circle)
+        img_size = _img_size(img_size, circle)
+        angles = _angles(angles, dtype, device)
         ps = require_positive_number("pixel_spacing", pixel_spacing)
         # geometry in pixels
-        r_s = 2.0 * img_size if source_radius is None else require_positive_number("source_radius", source_radius) / ps
-        r_d = 1.0 * img_size if detector_radius is None else require_nonnegative_number("detector_radius", detector_radius) / ps
+        r_s = 2.0 * img_size if source_radius is None else _length("source_radius", source_radius, ps)
+        r_d = 1.0 * img_size
+        if detector_radius is not None:
+            r_d = _length("detector_radius", detector_radius, ps, zero_ok=True)
         fov = img_size / 2 if circle else img_size / math.sqrt(2)
         if r_s <= fov:
             raise ValueError(
@@ -326,7 +338,7 @@ class FanBeamCT(_TomographyOperator):
                 f"({'half the image side' if circle else 'half the image diagonal'}), got {r_s * ps:g}"
             )
         magnification = (r_s + r_d) / r_s
-        d = magnification if detector_spacing is None else require_positive_number("detector_spacing", detector_spacing) / ps
+        d = magnification if detector_spacing is None else _length("detector_spacing", detector_spacing, ps)
         if n_detectors is None:
             half_width = (r_s + r_d) * math.tan(math.asin(fov / r_s))
             n_detectors = 2 * math.ceil(half_width / d) + 1

@@ -191,6 +191,7 @@ def test_float64_construction_and_conversion(make):
         (lambda: ParallelBeamCT(["a"], 16), TypeError, "angles"),
         (lambda: ParallelBeamCT([0.0], 1), ValueError, "img_size"),
         (lambda: ParallelBeamCT([0.0], 16.0), TypeError, "img_size"),
+        (lambda: FanBeamCT([0.0], 2, circle=True), ValueError, "img_size"),
         (lambda: ParallelBeamCT([0.0], 16, dtype=torch.float16), TypeError, "dtype"),
         (lambda: FanBeamCT([0.0], 16, source_radius=5.0), ValueError, "source_radius"),
         (lambda: FanBeamCT([0.0], 16, detector_radius=-1.0), ValueError, "detector_radius"),

@@ -153,3 +153,42 @@ def test_from_checkpoint_errors_name_the_path(tmp_path):
     torch.save(state, bad_weights)
     with pytest.raises(ValueError, match="bad.pt"):
         EDMPrior.from_checkpoint(bad_weights)
+
+
+# ----------------------------------------------------------------------------- shipped default prior
+def test_default_prior_is_shipped_small_documented_and_denoises():
+    import hashlib
+
+    from invsolve.datasets.training_data import EllipsePhantoms
+    from invsolve.priors import load_default_prior
+    from invsolve.priors.default import default_prior_path, default_prior_recipe
+
+    path = default_prior_path()
+    assert path.is_file(), f"{path} is missing"
+    assert path.stat().st_size <= 20 * 2**20
+    recipe = default_prior_recipe()
+    for key in ("source", "resolution", "steps_done", "seed", "wall_seconds", "final_loss", "command", "config"):
+        assert key in recipe, key
+    assert recipe["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert torch.load(path, weights_only=True)["format"] == "invsolve-edm-prior"
+
+    prior = load_default_prior()
+    assert prior.shape == (1, 64, 64) and prior.value_range == (0.0, 1.0)
+    held_out = EllipsePhantoms(64, seed=99)
+    x = torch.stack([held_out[i] for i in range(4)])
+    y = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        d = prior.denoise(y, 0.2)
+
+    def psnr(a, b):
+        return float(-10 * torch.log10((a - b).square().mean()))
+
+    assert psnr(d, x) > psnr(y, x) + 8.0
+
+
+def test_missing_default_prior_is_a_clear_error(tmp_path, monkeypatch):
+    import invsolve.priors.default as default
+
+    monkeypatch.setattr(default, "default_prior_path", lambda: tmp_path / "default_prior.pt")
+    with pytest.raises(FileNotFoundError, match="default_prior.pt"):
+        default.load_default_prior()

@@ -36,7 +36,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,10 +44,11 @@ from pathlib import Path
 import torch
 
 from invsolve import GaussianNoise, Measurement
+from invsolve._atomic import write_text_atomic
 from invsolve.metrics import sliced_wasserstein
 from invsolve.operators import MatrixOperator
 from invsolve.priors import GaussianMixturePrior
-from invsolve.samplers import dps, exact, pigdm, unconditional
+from invsolve.samplers import ddrm, dps, exact, pigdm, unconditional
 
 DIMS = (8, 80, 800)
 DYS = (1, 2, 4)
@@ -88,6 +88,12 @@ SAMPLERS: dict[str, SamplerSpec] = {
         "PiGDM (Song et al., 2023), DDIM eta=1",
         dict(steps=100, method="ddim", eta=1.0),
         [dict(data_variance=1.0), dict(data_variance="marginal")],
+    ),
+    "ddrm": SamplerSpec(
+        ddrm,
+        "DDRM (Kawar et al., 2022), eta_b=1",
+        dict(steps=100, eta_b=1.0),
+        [dict(eta=0.85), dict(eta=1.0)],
     ),
 }
 
@@ -168,16 +174,7 @@ def run_one(spec: SamplerSpec, settings: dict, problem: Problem, ref: torch.Tens
 
 # -- storage -------------------------------------------------------------------------------------
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, text)  # temp file in the same folder, then one rename
 
 
 def load_store(path: Path, config: dict, fresh: bool) -> dict:

@@ -1,16 +1,28 @@
 """Priors in the EDM sigma convention and adapters from other parameterizations."""
 
 from invsolve.priors.base import DenoiserPrior, Prior, sigma_like
+from invsolve.priors.default import load_default_prior
+from invsolve.priors.edm import EDMDenoiser, EDMPrior, build_network
 from invsolve.priors.gaussian import GaussianMixturePrior, GaussianPrior
+from invsolve.priors.loaders import load_deepinv_prior, load_diffusers_unet, load_guided_diffusion
+from invsolve.priors.rescale import RescaledPrior
 from invsolve.priors.vp import VPPrior, linear_beta_alphas_cumprod, sigma_to_timestep, vp_sigmas
 
 __all__ = [
     "Prior",
     "DenoiserPrior",
+    "EDMDenoiser",
+    "EDMPrior",
     "GaussianMixturePrior",
     "GaussianPrior",
+    "RescaledPrior",
     "VPPrior",
+    "build_network",
     "linear_beta_alphas_cumprod",
+    "load_deepinv_prior",
+    "load_default_prior",
+    "load_diffusers_unet",
+    "load_guided_diffusion",
     "sigma_like",
     "sigma_to_timestep",
     "vp_sigmas",

@@ -285,7 +285,8 @@ class EDMPrior(Prior):
         missing = [k for k in net_keys + ("sigma_data",) if k not in config]
         if missing:
             raise ValueError(f"{source}: prior config lacks {missing}")
-        net = build_network(**{k: config[k] for k in net_keys}, seed=None)
+        # The initial weights are overwritten; seeding just keeps the caller's global RNG untouched.
+        net = build_network(**{k: config[k] for k in net_keys}, seed=0)
         try:
             net.load_state_dict(weights, strict=True)
         except RuntimeError as err:

@@ -1,6 +1,7 @@
 """Posterior samplers: one module each, all with the signature
 ``sampler(measurement, prior, *, steps/sigmas, n_samples, generator, callback, **hyper) -> SamplerOutput``."""
 
+from invsolve.samplers.ddrm import ddrm
 from invsolve.samplers.dps import dps
 from invsolve.samplers.edm import edm_sample, edm_sigmas, unconditional
 from invsolve.samplers.exact import exact
@@ -11,6 +12,7 @@ __all__ = [
     "Posterior",
     "SamplerOutput",
     "StepInfo",
+    "ddrm",
     "dps",
     "edm_sample",
     "edm_sigmas",

@@ -1,0 +1,123 @@
+"""Copy a trained prior into the package as the default prior and write its recipe beside it.
+
+    python experiments/ship_prior.py --run runs/default_prior
+
+reads ``<run>/checkpoint.pt`` (weights-only) and ``<run>/loss.csv``, copies ``<run>/prior.pt`` (the
+EMA weights with their config) to ``invsolve/weights/default_prior.pt`` and writes
+``invsolve/weights/default_prior.json``: data source, resolution, steps, seed, wall time, final loss,
+the full training config and the exact command that retrains it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import platform
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from invsolve._atomic import atomic_path, write_text_atomic
+from invsolve.priors.edm import EDMPrior
+from invsolve.training import CHECKPOINT_NAME, LOSS_LOG_NAME, PRIOR_NAME, TrainConfig, load_training_checkpoint
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "invsolve" / "weights"
+MAX_BYTES = 20 * 2**20
+
+# TrainConfig field -> command-line flag of experiments/train_prior.py
+FLAGS = {
+    "source": "--source", "data_path": "--data-path", "data_seed": "--data-seed", "resolution": "--resolution",
+    "arch": "--arch", "width": "--width", "channel_mult": "--channel-mult", "num_blocks": "--num-blocks",
+    "attn_resolutions": "--attn-resolutions", "dropout": "--dropout", "sigma_data": "--sigma-data",
+    "batch_size": "--batch-size", "lr": "--lr", "warmup_steps": "--warmup-steps",
+    "ema_halflife_images": "--ema-halflife-images", "steps": "--steps", "checkpoint_every": "--checkpoint-every",
+    "log_every": "--log-every", "seed": "--seed", "device": "--device", "max_wall_seconds": "--max-wall-seconds",
+}  # fmt: skip
+
+
+def command_for(config: dict, out: str) -> str:
+    """The ``train_prior.py`` command that reproduces ``config`` (options that differ from the defaults)."""
+    defaults = TrainConfig(out_dir="").to_dict()
+    parts = ["OMP_NUM_THREADS=1", "python", "experiments/train_prior.py", "--out", out]
+    for field, flag in FLAGS.items():
+        value = config.get(field)
+        if value is None or value == defaults[field]:
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts += [flag, text]
+    unsupported = [k for k in ("data_options", "p_mean", "p_std", "sigma_min", "sigma_max", "grad_clip", "ema_rampup_ratio")
+                   if config.get(k) != defaults[k]]  # fmt: skip
+    if unsupported:
+        raise ValueError(f"config fields {unsupported} have no command-line flag; ship with a --config file instead")
+    return " ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="training output folder")
+    parser.add_argument("--name", default="default_prior", help="file stem under invsolve/weights (default: default_prior)")
+    parser.add_argument("--hardware", default=f"{platform.machine()} CPU, 1 thread (OMP_NUM_THREADS=1), shared with other jobs")
+    args = parser.parse_args(argv)
+
+    state = load_training_checkpoint(args.run / CHECKPOINT_NAME)
+    train_cfg = dict(state["config"]["train"])
+    with open(args.run / LOSS_LOG_NAME, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["step"]) <= state["step"]]
+    prior_src = args.run / PRIOR_NAME
+    prior = EDMPrior.from_checkpoint(prior_src)  # validates the file
+    size = prior_src.stat().st_size
+    if size > MAX_BYTES:
+        raise ValueError(f"{prior_src} is {size / 2**20:.1f} MiB, over the 20 MiB limit for shipped weights")
+    target = WEIGHTS / f"{args.name}.pt"
+    with atomic_path(target) as tmp:
+        shutil.copyfile(prior_src, tmp)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+
+    import deepinv
+
+    last = rows[-10:]
+    train_cfg["out_dir"] = "runs/default_prior"
+    recipe = {
+        "description": "EDM prior (Karras et al., 2022) of random 2D ellipse phantoms, 64x64, values in [0, 1]; EMA weights",
+        "weights": target.name,
+        "sha256": digest,
+        "size_bytes": size,
+        "parameters": sum(p.numel() for p in prior.denoiser.parameters()),
+        "data": "invsolve.datasets.training_data.EllipsePhantoms (random_ellipses), a fresh phantom per draw",
+        "source": train_cfg["source"],
+        "resolution": train_cfg["resolution"],
+        "seed": train_cfg["seed"],
+        "steps_done": int(state["step"]),
+        "steps_planned": train_cfg["steps"],
+        "stopped_by_wall_time_limit": int(state["step"]) < train_cfg["steps"],
+        "images_seen": int(state["images"]),
+        "wall_seconds": round(float(state["wall_s"]), 1),
+        "final_loss": float(rows[-1]["loss"]) if rows else None,
+        "final_loss_mean_last_rows": round(sum(float(r["loss"]) for r in last) / len(last), 6) if last else None,
+        "final_loss_note": f"EDM-weighted denoising loss; mean over the last log interval ({train_cfg['log_every']} steps) "
+        f"and over the last {len(last)} intervals",
+        "hardware": args.hardware,
+        "torch": torch.__version__,
+        "deepinv": deepinv.__version__,
+        "python": platform.python_version(),
+        # The run stopped at a wall-time limit; the learning-rate and EMA schedules do not depend on the
+        # planned total, so training for exactly the steps done reproduces it.
+        "command": command_for({**train_cfg, "steps": int(state["step"]), "max_wall_seconds": None}, "runs/default_prior"),
+        "original_command": command_for(train_cfg, "runs/default_prior"),
+        "resume": "rerun the same command; it continues from runs/default_prior/checkpoint.pt",
+        "ship": "python experiments/ship_prior.py --run runs/default_prior",
+        "config": train_cfg,
+        "prior_config": state["config"]["prior"],
+    }
+    write_text_atomic(WEIGHTS / f"{args.name}.json", json.dumps(recipe, indent=2) + "\n")
+    print(json.dumps({k: recipe[k] for k in ("weights", "size_bytes", "steps_done", "wall_seconds", "final_loss", "command")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
