@@ -13,7 +13,7 @@ import torch
 from invsolve._atomic import write_text_atomic
 from invsolve.baselines import tv_reconstruct
 from invsolve.datasets import random_ellipses
-from invsolve.demo import NOISE_LEVEL, TV_WEIGHTS, build_tasks
+from invsolve.demo import NOISE_LEVEL, build_tasks
 from invsolve.measurement import Measurement
 from invsolve.metrics import psnr
 from invsolve.noise import GaussianNoise
@@ -61,7 +61,7 @@ def main() -> None:
         if m > best.get(name, (None, -1e9))[1]:
             best[name] = (lam, m)
     lines += ["", "Best per task (used as `invsolve.demo.TV_WEIGHTS`):", ""]
-    lines += [f"- {name}: lambda = {lam:g} ({m:.2f} dB; currently {TV_WEIGHTS.get(name)})" for name, (lam, m) in best.items()]
+    lines += [f"- {name}: lambda = {lam:g} ({m:.2f} dB)" for name, (lam, m) in best.items()]
     text = "\n".join(lines) + "\n"
     if args.out:
         write_text_atomic(args.out, text)
