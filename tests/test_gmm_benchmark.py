@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -14,6 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "g
 def load_script():
     spec = importlib.util.spec_from_file_location("gmm_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
