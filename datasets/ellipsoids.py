@@ -84,7 +84,7 @@ def random_ellipsoids(
 
 
 def volume_slice(volume: torch.Tensor, axis: int, index: int) -> torch.Tensor:
-    """The 2D slice ``index`` of a ``(C, D, H, W)`` volume along spatial ``axis`` (0 = D, 1 = H, 2 = W), shape ``(C, ., .)``."""
+    """Slice ``index`` of a ``(C, D, H, W)`` volume along spatial ``axis`` (0 = D, 1 = H, 2 = W), a ``(C, ., .)`` image."""
     if volume.dim() != 4:
         raise ValueError(f"volume must have shape (C, D, H, W), got {tuple(volume.shape)}")
     if axis not in (0, 1, 2):

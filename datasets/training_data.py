@@ -95,7 +95,8 @@ def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class EllipsePhantoms(Dataset):
-    """``length`` seeded random ellipse phantoms (:func:`~invsolve.datasets.phantoms.random_ellipses`), ``(1, size, size)``."""
+    """``length`` seeded random ellipse phantoms (:func:`~invsolve.datasets.phantoms.random_ellipses`), ``(1, size, size)``.
+    """
 
     channels = 1
     value_range = (0.0, 1.0)
@@ -370,7 +371,8 @@ class FastMRISlices(Dataset):
             chans = torch.stack([images.real, images.imag], dim=1)
         else:
             chans = images[:, None]
-        chans = F.interpolate(chans.float(), size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        size = (self.size, self.size)
+        chans = F.interpolate(chans.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
         mag = chans.square().sum(1).sqrt() if self.channels == 2 else chans.abs()
         scale = float(torch.quantile(mag.flatten().double()[:: max(1, mag.numel() // 2_000_000)], self.percentile / 100))
         vol = chans / scale if scale > 0 else torch.zeros_like(chans)

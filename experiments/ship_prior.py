@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="training output folder")
     parser.add_argument("--name", default="default_prior", help="file stem under invsolve/weights (default: default_prior)")
     parser.add_argument("--hardware", default=f"{platform.machine()} CPU, 1 thread (OMP_NUM_THREADS=1), shared with other jobs")
+    parser.add_argument("--note", action="append", default=[], help="a note to record in the recipe (repeatable)")
     args = parser.parse_args(argv)
 
     state = load_training_checkpoint(args.run / CHECKPOINT_NAME)
@@ -111,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "original_command": command_for(train_cfg, "runs/default_prior"),
         "resume": "rerun the same command; it continues from runs/default_prior/checkpoint.pt",
         "ship": "python experiments/ship_prior.py --run runs/default_prior",
+        "notes": args.note,
         "config": train_cfg,
         "prior_config": state["config"]["prior"],
     }

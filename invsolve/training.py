@@ -331,7 +331,8 @@ def train(config: TrainConfig | dict[str, Any], *, callback: Callable[[TrainStep
         while step < config.steps:
             idx = torch.randint(len(dataset), (config.batch_size,), generator=generator)
             x0 = torch.stack([dataset[int(i)] for i in idx]).to(device)
-            sigma = (config.p_mean + config.p_std * torch.randn(config.batch_size, generator=generator, dtype=torch.float64)).exp()
+            log_sigma = config.p_mean + config.p_std * torch.randn(config.batch_size, generator=generator, dtype=torch.float64)
+            sigma = log_sigma.exp()
             noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
             sigma, noise = sigma.to(device=device, dtype=x0.dtype), noise.to(device)
             denoised = model(x0 + sigma.reshape(-1, 1, 1, 1) * noise, sigma)
@@ -358,7 +359,8 @@ def train(config: TrainConfig | dict[str, Any], *, callback: Callable[[TrainStep
             if step % config.log_every == 0 or step == config.steps:
                 last_logged = loss_sum / loss_count
                 wall = wall_before + (time.monotonic() - start)
-                writer.writerow({"step": step, "images": images, "loss": f"{last_logged:.6g}", "lr": f"{lr:.6g}", "wall_s": f"{wall:.1f}"})
+                row = {"step": step, "images": images, "loss": f"{last_logged:.6g}", "lr": f"{lr:.6g}", "wall_s": f"{wall:.1f}"}
+                writer.writerow(row)
                 log_file.flush()
                 loss_sum, loss_count = 0.0, 0
             out_of_time = config.max_wall_seconds is not None and time.monotonic() - start >= config.max_wall_seconds
@@ -400,9 +402,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     d = TrainConfig(out_dir="")
     parser.add_argument("--out", required=True, help="output folder (checkpoint, prior, loss log)")
     parser.add_argument("--config", help="JSON or YAML file with TrainConfig fields; command-line options override it")
-    parser.add_argument("--source", choices=("ellipses", "ellipsoids", "nifti", "fastmri"), help=f"data source (default: {d.source})")
+    parser.add_argument(
+        "--source", choices=("ellipses", "ellipsoids", "nifti", "fastmri"), help=f"data source (default: {d.source})"
+    )
     parser.add_argument("--data-path", help="folder or file for --source nifti/fastmri")
-    parser.add_argument("--fastmri-mode", choices=("magnitude", "complex"), help="fastMRI slices as magnitude (1 channel) or complex (2 channels)")
+    parser.add_argument(
+        "--fastmri-mode", choices=("magnitude", "complex"), help="fastMRI slices as magnitude (1 channel) or complex (2)"
+    )
     parser.add_argument("--data-seed", type=int, help="seed of procedural data (default: --seed)")
     parser.add_argument("--resolution", type=int, help=f"image size (default: {d.resolution})")
     parser.add_argument("--arch", choices=("adm", "ncsnpp", "ddpmpp"), help=f"deepinv architecture (default: {d.arch})")
@@ -411,11 +417,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--num-blocks", type=int, help=f"residual blocks per resolution (default: {d.num_blocks})")
     parser.add_argument("--attn-resolutions", type=_ints, help="comma-separated resolutions with attention (default: 8)")
     parser.add_argument("--dropout", type=float, help=f"dropout (default: {d.dropout})")
-    parser.add_argument("--sigma-data", type=float, help=f"data standard deviation for EDM preconditioning (default: {d.sigma_data})")
+    parser.add_argument("--sigma-data", type=float, help=f"data std for EDM preconditioning (default: {d.sigma_data})")
     parser.add_argument("--batch-size", type=int, help=f"batch size (default: {d.batch_size})")
     parser.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d.lr})")
     parser.add_argument("--warmup-steps", type=int, help=f"linear learning-rate warm-up steps (default: {d.warmup_steps})")
-    parser.add_argument("--ema-halflife-images", type=float, help=f"EMA half-life in images (default: {d.ema_halflife_images:g})")
+    parser.add_argument(
+        "--ema-halflife-images", type=float, help=f"EMA half-life in images (default: {d.ema_halflife_images:g})"
+    )
     parser.add_argument("--steps", type=int, help=f"total optimizer steps (default: {d.steps})")
     parser.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default: {d.checkpoint_every})")
     parser.add_argument("--log-every", type=int, help=f"steps between loss-log rows (default: {d.log_every})")

@@ -96,7 +96,10 @@ class GuidedDiffusionUNet(nn.Module):
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 skip_chans.append(ch)
             if level != len(c.channel_mult) - 1:
-                down = res(ch, ch, down=True) if c.resblock_updown else Downsample(ch, c.conv_resample, dims=2, out_channels=ch)
+                if c.resblock_updown:
+                    down = res(ch, ch, down=True)
+                else:
+                    down = Downsample(ch, c.conv_resample, dims=2, out_channels=ch)
                 self.input_blocks.append(TimestepEmbedSequential(down))
                 skip_chans.append(ch)
                 ds *= 2
@@ -109,10 +112,14 @@ class GuidedDiffusionUNet(nn.Module):
                 if ds in c.attention_ds:
                     layers.append(attn(ch, heads_up))
                 if level and i == c.num_res_blocks:
-                    layers.append(res(ch, ch, up=True) if c.resblock_updown else Upsample(ch, c.conv_resample, dims=2, out_channels=ch))
+                    if c.resblock_updown:
+                        layers.append(res(ch, ch, up=True))
+                    else:
+                        layers.append(Upsample(ch, c.conv_resample, dims=2, out_channels=ch))
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(), zero_module(conv_nd(2)(input_ch, c.out_channels, 3, padding=1)))
+        out_conv = zero_module(conv_nd(2)(input_ch, c.out_channels, 3, padding=1))
+        self.out = nn.Sequential(normalization(ch), nn.SiLU(), out_conv)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Network output for ``x_t`` at (possibly fractional) timesteps ``(B,)``; ``y`` class labels if conditional."""

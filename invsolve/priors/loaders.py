@@ -151,7 +151,8 @@ def load_guided_diffusion(
         )
     if not isinstance(image_size, int) or image_size % 2 ** (len(config.channel_mult) - 1):
         raise ValueError(
-            f"image_size must be an integer divisible by {2 ** (len(config.channel_mult) - 1)} for this model, got {image_size!r}"
+            f"image_size must be an integer divisible by {2 ** (len(config.channel_mult) - 1)} for this model, "
+            f"got {image_size!r}"
         )
     net = GuidedDiffusionUNet(config)
     _load_strict(net, state, source)
@@ -166,7 +167,10 @@ def load_guided_diffusion(
     return _in_range(prior, value_range)
 
 
-def _load_strict(net: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, optional: frozenset[str] = frozenset()) -> None:
+def _load_strict(
+    net: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, optional: frozenset[str] = frozenset()
+) -> None:
+    """``load_state_dict`` with one clear error listing missing, unexpected and mis-shaped keys."""
     expected = net.state_dict()
     missing = sorted(k for k in expected if k not in state and k not in optional)
     unexpected = sorted(k for k in state if k not in expected)
