@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -152,10 +153,11 @@ def markdown(rows, args, prior: EDMPrior, recipe: dict | None, sample_seconds: f
         f"(sigma {prior.sigma_max:g} to {prior.sigma_min:g}, rho 7; seed {args.sample_seed}), {sample_seconds:.0f} s; "
         "right: held-out phantoms.",
         "",
+        *[f"{note}\n" for note in args.note],
         "## Reproduce",
         "",
         "```",
-        "OMP_NUM_THREADS=1 python experiments/evaluate_prior.py " + " ".join(args.argv),
+        " ".join(["OMP_NUM_THREADS=1 python experiments/evaluate_prior.py", *map(shlex.quote, args.argv)]),
         "```",
         "",
         f"Evaluation took {eval_seconds:.0f} s on {platform.machine()} CPU, torch {torch.__version__}, "
@@ -178,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n-samples", type=int, default=16)
     parser.add_argument("--sample-steps", type=int, default=40)
     parser.add_argument("--sample-seed", type=int, default=0)
+    parser.add_argument("--note", action="append", default=[], help="a paragraph to add under the samples (repeatable)")
     parser.add_argument("--out-md", type=Path, default=RESULTS / "default_prior.md")
     parser.add_argument("--out-png", type=Path, default=RESULTS / "default_prior_samples.png")
     args = parser.parse_args(argv)

@@ -41,12 +41,13 @@ FLAGS = {
 
 
 def command_for(config: dict, out: str) -> str:
-    """The ``train_prior.py`` command that reproduces ``config`` (options that differ from the defaults)."""
+    """The ``train_prior.py`` command that reproduces ``config`` (every option spelled out, so later
+    changes of the defaults do not change what it trains)."""
     defaults = TrainConfig(out_dir="").to_dict()
     parts = ["OMP_NUM_THREADS=1", "python", "experiments/train_prior.py", "--out", out]
     for field, flag in FLAGS.items():
         value = config.get(field)
-        if value is None or value == defaults[field]:
+        if value is None:
             continue
         text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
         parts += [flag, text]
