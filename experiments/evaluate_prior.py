@@ -157,7 +157,8 @@ def markdown(rows, args, prior: EDMPrior, recipe: dict | None, sample_seconds: f
         "## Reproduce",
         "",
         "```",
-        " ".join(["OMP_NUM_THREADS=1 python experiments/evaluate_prior.py", *map(shlex.quote, args.argv)]),
+        " ".join(["OMP_NUM_THREADS=1 python experiments/evaluate_prior.py", *map(shlex.quote, args.argv)])
+        + (" --note '...'" * len(args.note)),
         "```",
         "",
         f"Evaluation took {eval_seconds:.0f} s on {platform.machine()} CPU, torch {torch.__version__}, "
@@ -184,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out-md", type=Path, default=RESULTS / "default_prior.md")
     parser.add_argument("--out-png", type=Path, default=RESULTS / "default_prior_samples.png")
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    # The command shown in the results leaves out --note paragraphs (they are quoted above it).
+    args.argv = [a for i, a in enumerate(raw) if a != "--note" and (i == 0 or raw[i - 1] != "--note")]
     t0 = time.perf_counter()
     if args.prior:
         prior = EDMPrior.from_checkpoint(args.prior)

@@ -27,6 +27,18 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_prior(args: argparse.Namespace) -> int:
+    from invsolve.training import run_from_args
+
+    result = run_from_args(args)
+    print(
+        f"trained to step {result.step} (final loss {result.final_loss:.5g}, {result.wall_seconds:.0f} s"
+        f"{', stopped by the wall-time limit' if result.stopped_early else ''})\n"
+        f"prior: {result.prior}\ncheckpoint: {result.checkpoint}\nloss log: {result.loss_log}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="invsolve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
+
+    from invsolve.training import add_train_arguments
+
+    train = sub.add_parser(
+        "train-prior",
+        help="train an EDM diffusion prior (phantoms, NIfTI folder or fastMRI files)",
+        description="Train an EDM-preconditioned diffusion prior with EMA, periodic atomic checkpoints and "
+        "exact resume (rerun the same command to continue).",
+    )
+    add_train_arguments(train)
+    train.set_defaults(func=_train_prior)
     return parser
 
 

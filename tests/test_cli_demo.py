@@ -44,3 +44,22 @@ def test_demo_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
 def test_demo_rejects_tiny_size(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "o"), "--size", "8", "--quiet"]) == 2
     assert "size must be an integer >= 32" in capsys.readouterr().err
+
+
+def test_train_prior_subcommand_trains_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["train-prior", "--out", str(out), "--source", "ellipses", "--resolution", "16", "--width", "32",
+              "--batch-size", "2", "--checkpoint-every", "1", "--log-every", "1", "--quiet"]
+    assert main(common + ["--steps", "1"]) == 0
+    assert main(common + ["--steps", "2"]) == 0  # resumes from step 1
+    printed = capsys.readouterr().out
+    assert "trained to step 2" in printed
+    assert (out / "prior.pt").is_file()
+
+
+def test_cli_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "demo" in text and "train-prior" in text
