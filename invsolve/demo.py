@@ -143,7 +143,7 @@ def run_demo(out_dir: str | Path, *, device: str = "cpu", seed: int = 0, size: i
         sigma_y = NOISE_LEVEL * float(clean.square().mean().sqrt())
         measurement = Measurement.simulate(task.operator, GaussianNoise(sigma_y), task.truth, generator)
         truth_img = task.to_image(task.truth).cpu()
-        recons = {}
+        recons, scores = {}, {}
         for method, reconstruct in task.methods.items():
             bar.set_postfix_str(f"{task.name}: {method}")
             start = time.perf_counter()
@@ -152,12 +152,13 @@ def run_demo(out_dir: str | Path, *, device: str = "cpu", seed: int = 0, size: i
             seconds = time.perf_counter() - start
             image = task.to_image(recon).cpu()
             recons[method] = image
+            scores[method] = psnr(truth_img, image)
             report.rows.append({
-                "task": task.name, "method": method, "psnr": psnr(truth_img, image),
+                "task": task.name, "method": method, "psnr": scores[method],
                 "ssim": ssim(truth_img, image), "nmse": nmse(truth_img, image), "seconds": seconds,
             })
             bar.update(1)
-        panels.append((task, truth_img, task.show_measurement(measurement.y).cpu(), recons))
+        panels.append((task, truth_img, task.show_measurement(measurement.y).cpu(), recons, scores))
     bar.close()
     report.markdown = metrics_markdown(report.rows, size=size, seed=seed)
     report.table = out_dir / "metrics.md"
@@ -189,12 +190,12 @@ def save_figure(panels: list, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n_cols = 2 + max(len(p[3]) for p in panels) + 1
+    n_cols = 2 + max(len(p[3]) for p in panels) + 1  # truth, measurement, methods, error
     fig, axes = plt.subplots(len(panels), n_cols, figsize=(2.4 * n_cols, 2.5 * len(panels)), squeeze=False)
-    for row, (task, truth, meas, recons) in enumerate(panels):
+    for row, (task, truth, meas, recons, scores) in enumerate(panels):
         cells = [("ground truth", truth, "gray"), ("measurement", meas, "gray")]
         cells += [(m, img, "gray") for m, img in recons.items()]
-        best = max(recons, key=lambda m: psnr(truth, recons[m]))
+        best = max(scores, key=scores.get)
         cells.append((f"|error| {best}", (recons[best] - truth).abs(), "magma"))
         for col, ax in enumerate(axes[row]):
             ax.axis("off")
@@ -204,7 +205,7 @@ def save_figure(panels: list, path: Path) -> None:
             vmax = float(truth.max()) if cmap == "gray" and col != 1 else None
             ax.imshow(img.numpy(), cmap=cmap, vmin=0 if vmax else None, vmax=vmax, aspect="auto" if col == 1 else None)
             if col >= 2 and col < len(cells) - 1:
-                title = f"{title}\n{psnr(truth, img):.1f} dB"
+                title = f"{title}\n{scores[title]:.1f} dB"
             ax.set_title(title, fontsize=8)
         axes[row][0].text(-0.15, 0.5, task.name, transform=axes[row][0].transAxes, rotation=90,
                           va="center", ha="right", fontsize=9)

@@ -90,20 +90,18 @@ class Operator(nn.Module, abc.ABC):
         return self._check_y_full(y, name)
 
     def _check_x_full(self, x: torch.Tensor, name: str) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.shape[1:] != self.x_shape or x.dim() != len(self.x_shape) + 1:
-            raise _shape_error(name, self.x_shape, x.shape)
-        self._check_dtype(x, name)
-        return x
+        return self._check_full(x, self.x_shape, name)
 
     def _check_y_full(self, y: torch.Tensor, name: str) -> torch.Tensor:
-        if not isinstance(y, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
-        if y.shape[1:] != self.y_shape or y.dim() != len(self.y_shape) + 1:
-            raise _shape_error(name, self.y_shape, y.shape)
-        self._check_dtype(y, name)
-        return y
+        return self._check_full(y, self.y_shape, name)
+
+    def _check_full(self, t: torch.Tensor, item_shape: Shape, name: str) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.shape[1:] != item_shape or t.dim() != len(item_shape) + 1:
+            raise _shape_error(name, item_shape, t.shape)
+        self._check_dtype(t, name)
+        return t
 
     def _check_dtype(self, t: torch.Tensor, name: str) -> None:
         if not t.is_floating_point():
