@@ -49,7 +49,7 @@ def main() -> None:
         f"Random-ellipse phantoms {args.size}x{args.size}, seeds 10000..{10000 + args.phantoms - 1}, "
         f"relative noise {NOISE_LEVEL}, {args.iterations} PDHG iterations. Mean PSNR (dB).",
         "",
-        "Command: `OMP_NUM_THREADS=2 .venv/bin/python experiments/tune_tv_demo.py --out experiments/results/tv_tuning.md`",
+        f"Command: `OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python experiments/tune_tv_demo.py --out experiments/results/tv_tuning.md`",
         "",
         "| task | lambda | mean PSNR |",
         "|---|---:|---:|",
