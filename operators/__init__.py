@@ -10,6 +10,8 @@ such tensors equals ``Re <u, v>``, so ``A_adjoint`` is the complex adjoint.
 
 from invsolve.operators.base import DeepinvLinearOperator, LinearOperator, Operator, conjugate_gradient
 from invsolve.operators.matrix import MatrixOperator
+from invsolve.operators.algebra import Composition, LinearComposition, RealToComplex, compose
+from invsolve.operators.linalg import dense_matrix, dense_svd
 from invsolve.operators.blur import Blur, gaussian_kernel, motion_kernel
 from invsolve.operators.inpainting import Inpainting
 from invsolve.operators.super_resolution import SuperResolution
@@ -52,6 +54,13 @@ __all__ = [
     "ParallelBeamCT3D",
     "limited_angle_angles",
     "sparse_view_angles",
+    # algebra and dense linear algebra (operators/algebra.py, operators/linalg.py)
+    "Composition",
+    "LinearComposition",
+    "RealToComplex",
+    "compose",
+    "dense_matrix",
+    "dense_svd",
     "DeepinvLinearOperator",
     "LinearOperator",
     "MatrixOperator",

@@ -140,6 +140,14 @@ class Operator(nn.Module, abc.ABC):
             (grad,) = torch.autograd.grad(self._forward(x), x, grad_outputs=v)
         return grad
 
+    def __matmul__(self, inner: Operator) -> Operator:
+        """``self @ inner``: the composition ``x -> self(inner(x))`` (:func:`~invsolve.operators.algebra.compose`)."""
+        from invsolve.operators.algebra import compose
+
+        if not isinstance(inner, Operator):
+            return NotImplemented
+        return compose(self, inner)
+
     def extra_repr(self) -> str:
         return f"x_shape={self.x_shape}, y_shape={self.y_shape}"
 
@@ -176,6 +184,16 @@ class LinearOperator(Operator):
         """
         rhs = self.A_adjoint(y)
         return conjugate_gradient(lambda v: self.A_adjoint_A(v) + damping * v, rhs, max_iter=max_iter, tol=tol)
+
+    def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Thin SVD ``A = U diag(S) V^T`` on flattened tensors: ``(U (m, k), S (k,), V (n, k))``.
+
+        This default builds the dense matrix (:func:`~invsolve.operators.linalg.dense_svd`), so it
+        is for small problems (e.g. 64x64 images); structured operators override it.
+        """
+        from invsolve.operators.linalg import dense_svd
+
+        return dense_svd(self)
 
     def operator_norm(self, *, iterations: int = 50, generator: torch.Generator | None = None,
                       dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> float:

@@ -92,6 +92,14 @@ class Inpainting(ImageOperator):
         m = self.mask
         return float(m.sum()) / m.numel()
 
+    def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Closed form: ``U = V`` = the identity columns of the observed entries, ``S = 1``."""
+        full = self.mask.expand(self.x_shape).reshape(-1)
+        observed = torch.nonzero(full > 0).squeeze(1)
+        V = torch.zeros(full.numel(), observed.numel(), dtype=full.dtype, device=full.device)
+        V[observed, torch.arange(observed.numel(), device=full.device)] = 1
+        return V, torch.ones(observed.numel(), dtype=full.dtype, device=full.device), V
+
     @classmethod
     def random(
         cls,

@@ -48,7 +48,7 @@ def operator_svd(operator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if not callable(svd):
         raise TypeError(
             f"DDRM needs an SVD of the operator: operator.svd() -> (U (m, k), S (k,), V (d, k)) on flattened "
-            f"tensors (MatrixOperator has one); {type(operator).__name__} has none"
+            f"tensors (every LinearOperator has one); {type(operator).__name__} has none"
         )
     U, S, V = svd()
     rcond = torch.finfo(S.dtype).eps * max(U.shape[0], V.shape[0]) * S.max().clamp_min(0)

@@ -1,0 +1,86 @@
+"""Dense linear algebra for small linear operators: the matrix itself and its thin SVD.
+
+Projection samplers (DDRM) need ``A = U diag(S) V^T``. Operators with structure provide it in
+closed form; every other :class:`~invsolve.operators.base.LinearOperator` small enough to hold
+as a matrix gets it here: the matrix is built column by column from batched calls of ``A`` (or
+row by row from ``A^T``, whichever side is smaller), rows that are identically zero (unsampled
+k-space, masked pixels) are dropped, and the SVD comes from the eigendecomposition of the
+smaller Gram matrix in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: Largest ``min(n_in, n_out)`` (after dropping zero rows) for which :func:`dense_svd` runs.
+MAX_DENSE_SIZE = 8192
+
+
+def dense_matrix(operator, *, chunk: int = 512, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The ``(m, n)`` matrix of a linear operator on flattened tensors (``m = prod(y_shape)``).
+
+    Built from ``A`` on the identity when ``n <= m`` and from ``A^T`` otherwise, ``chunk`` basis
+    vectors per call, in ``dtype`` (default: the operator's).
+    """
+    if not getattr(operator, "linear", False):
+        raise TypeError(f"dense_matrix needs a linear operator, got {type(operator).__name__}")
+    dtype = dtype or operator.dtype or torch.float32
+    device = operator.device
+    n, m = math.prod(operator.x_shape), math.prod(operator.y_shape)
+    use_forward = n <= m
+    size = n if use_forward else m
+    shape = operator.x_shape if use_forward else operator.y_shape
+    apply = operator.A if use_forward else operator.A_adjoint
+    cols = []
+    for start in range(0, size, chunk):
+        stop = min(start + chunk, size)
+        basis = torch.zeros(stop - start, size, dtype=dtype, device=device)
+        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        with torch.no_grad():
+            cols.append(apply(basis.reshape(-1, *shape)).reshape(stop - start, -1))
+    stacked = torch.cat(cols, dim=0)  # (n, m) = A^T when built from A, (m, n) = A when built from A^T
+    return stacked.T.contiguous() if use_forward else stacked
+
+
+def dense_svd(operator, *, rcond: float = 1e-4, max_size: int = MAX_DENSE_SIZE
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD ``A = U diag(S) V^T`` of a small linear operator: ``(U (m, k), S (k,), V (n, k))``.
+
+    Directions with ``S <= rcond * S_max`` are dropped (a truncated SVD): the Gram matrix determines
+    a singular vector only to about ``eps S_max^2 / S^2``, which is ``2e-8`` at the default
+    ``rcond = 1e-4``. Arithmetic in float64, results in the operator's dtype. Raises ``ValueError`` when the smaller side exceeds ``max_size``.
+    """
+    if not 0 < rcond < 1:
+        raise ValueError(f"rcond must lie in (0, 1), got {rcond}")
+    n, m = math.prod(operator.x_shape), math.prod(operator.y_shape)
+    if min(n, m) > max_size:
+        raise ValueError(
+            f"{type(operator).__name__} maps {n} to {m} values: too large for a dense SVD "
+            f"(limit {max_size} on the smaller side); give it a structured svd() method"
+        )
+    out_dtype = operator.dtype or torch.float32
+    A = dense_matrix(operator, dtype=torch.float64 if operator.dtype in (None, torch.float64) else operator.dtype)
+    A = A.to(torch.float64)
+    rows = torch.nonzero(A.abs().amax(dim=1) > 0).squeeze(1)
+    B = A[rows]
+    if B.shape[0] <= B.shape[1]:
+        evals, evecs = torch.linalg.eigh(B @ B.T)  # B B^T = U_B S^2 U_B^T
+        evals = evals.flip(0)
+        S = evals.clamp_min(0).sqrt()
+        U_B = evecs.flip(1)
+        keep = S > rcond * S.max()
+        S, U_B = S[keep], U_B[:, keep]
+        V = (B.T @ U_B) / S
+    else:
+        evals, evecs = torch.linalg.eigh(B.T @ B)
+        evals = evals.flip(0)
+        S = evals.clamp_min(0).sqrt()
+        V = evecs.flip(1)
+        keep = S > rcond * S.max()
+        S, V = S[keep], V[:, keep]
+        U_B = (B @ V) / S
+    U = torch.zeros(A.shape[0], U_B.shape[1], dtype=torch.float64, device=A.device)
+    U[rows] = U_B
+    return U.to(out_dtype), S.to(out_dtype), V.to(out_dtype)
