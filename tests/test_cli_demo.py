@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,27 +11,54 @@ import torch
 from invsolve.cli import main
 
 
-def test_demo_writes_figure_and_metrics(tmp_path, capsys):
+QUICK = ["--steps", "2", "--samples", "2", "--quiet"]
+
+
+def test_demo_writes_figures_and_metrics(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--size", "48", "--quiet"]) == 0
+    tasks = ("CT 8 views", "MRI 8x", "Inpainting 50%")
+    assert main(["demo", "--out", str(out), "--tasks", ",".join(tasks), *QUICK]) == 0
     rows = json.loads((out / "metrics.json").read_text())
-    assert {(r["task"], r["method"]) for r in rows} == {
-        (t, m)
-        for t, ms in {"CT 8 views": ("FBP", "TV"), "CT 16 views": ("FBP", "TV"),
-                      "MRI 4x": ("zero-filled", "TV"), "MRI 8x": ("zero-filled", "TV")}.items()
-        for m in ms
-    }
-    assert all(r["psnr"] > 5 and 0 < r["ssim"] <= 1 for r in rows)
-    png = (out / "demo.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| CT 16 views | TV |" in (out / "metrics.md").read_text()
+    baselines = {"CT 8 views": "FBP", "MRI 8x": "zero-filled", "Inpainting 50%": "masked image"}
+    assert [(r["task"], r["method"]) for r in rows] == [
+        (t, m) for t in tasks for m in (baselines[t], "TV", "DPS", "PiGDM", "DDRM")
+    ]
+    assert all(math.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 for r in rows)
+    assert all(r["psnr"] > 5 for r in rows if r["method"] not in ("DPS", "PiGDM", "DDRM"))  # 2 sampler steps: noise
+    for r in rows:
+        if r["method"] in ("DPS", "PiGDM", "DDRM"):
+            assert r["nfe"] == 2 and r["n_samples"] == 2 and r["mean_std"] > 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["ct-8-views.png", "inpainting-50.png", "metrics.json", "metrics.md", "mri-8x.png"]
+    assert (out / "mri-8x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| MRI 8x | TV |" in (out / "metrics.md").read_text()
     assert "PSNR" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["demo.png", "metrics.json", "metrics.md"]
+
+
+def test_demo_sampler_subset(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--tasks", "Inpainting 50%", "--samplers", "DDRM", *QUICK]) == 0
+    assert [r["method"] for r in json.loads((out / "metrics.json").read_text())] == ["masked image", "TV", "DDRM"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tasks", "CT 3 views"], "unknown task name"),
+        (["--samplers", "NoSuchSampler"], "unknown sampler"),
+        (["--samples", "1"], "n_samples must be an integer >= 2"),
+        (["--steps", "0"], "steps must be a positive integer"),
+    ],
+)
+def test_demo_rejects_bad_arguments(tmp_path, capsys, args, message):
+    assert main(["demo", "--out", str(tmp_path / "o"), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
 
 
 def test_demo_refuses_non_empty_output_without_overwrite(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("x")
-    assert main(["demo", "--out", str(tmp_path), "--size", "48", "--quiet"]) == 2
+    assert main(["demo", "--out", str(tmp_path), *QUICK]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--overwrite" in err[0]
 
@@ -39,11 +67,6 @@ def test_demo_refuses_non_empty_output_without_overwrite(tmp_path, capsys):
 def test_demo_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "o"), "--device", "cuda", "--quiet"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
-
-
-def test_demo_rejects_tiny_size(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "o"), "--size", "8", "--quiet"]) == 2
-    assert "size must be an integer >= 32" in capsys.readouterr().err
 
 
 def test_train_prior_subcommand_trains_and_resumes(tmp_path, capsys):
