@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": train_cfg["seed"],
         "steps_done": int(state["step"]),
         "steps_planned": train_cfg["steps"],
-        "stopped_by_wall_time_limit": int(state["step"]) < train_cfg["steps"],
+        "stopped_before_planned_steps": int(state["step"]) < train_cfg["steps"],
         "images_seen": int(state["images"]),
         "wall_seconds": round(float(state["wall_s"]), 1),
         "final_loss": float(rows[-1]["loss"]) if rows else None,
@@ -107,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "torch": torch.__version__,
         "deepinv": deepinv.__version__,
         "python": platform.python_version(),
-        # The run stopped at a wall-time limit; the learning-rate and EMA schedules do not depend on the
+        # The run may stop before its planned steps (wall-time limit, or stopped by hand after a checkpoint);
+        # the learning-rate and EMA schedules do not depend on the
         # planned total, so training for exactly the steps done reproduces it.
         "command": command_for({**train_cfg, "steps": int(state["step"]), "max_wall_seconds": None}, "runs/default_prior"),
         "original_command": command_for(train_cfg, "runs/default_prior"),

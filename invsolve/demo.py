@@ -32,7 +32,7 @@ from invsolve.samplers.output import SamplerOutput
 from invsolve.tasks import EVALUATION_SEED, NOISE_LEVEL, TASK_NAMES, ReconstructionTask, phantoms, standard_tasks
 
 #: DPS step size ``zeta'`` per task, from ``experiments/tune_samplers.py`` (experiments/results/sampler_tuning.md).
-DPS_ZETA = {"CT 8 views": 0.03, "CT 16 views": 0.03, "MRI 4x": 1.0, "MRI 8x": 1.0, "Inpainting 50%": 1.0}
+DPS_ZETA = {"CT 8 views": 0.02, "CT 16 views": 0.02, "MRI 4x": 1.0, "MRI 8x": 1.0, "Inpainting 50%": 1.0}
 
 SampleFn = Callable[[Measurement, Prior, ReconstructionTask, int, int, torch.Generator], SamplerOutput]
 
@@ -51,7 +51,8 @@ DEMO_SAMPLERS: tuple[DemoSampler, ...] = (
                                                              zeta=DPS_ZETA[t.name])),
     DemoSampler("PiGDM", 50, lambda m, p, t, steps, n, g: pigdm(m, p, steps=steps, n_samples=n, generator=g,
                                                                 data_variance=0.16, cg_max_iter=30)),
-    DemoSampler("DDRM", 20, lambda m, p, t, steps, n, g: ddrm(m, p, steps=steps, n_samples=n, generator=g)),
+    DemoSampler("DDRM", 20, lambda m, p, t, steps, n, g: ddrm(m, p, steps=steps, n_samples=n, generator=g,
+                                                                eta=1.0)),
 )
 
 

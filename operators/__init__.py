@@ -24,6 +24,7 @@ from invsolve.operators.masks import (
     variable_density_mask_2d,
 )
 from invsolve.operators.mri import MultiCoilMRI, SingleCoilMRI
+from invsolve.operators.nonlinear import FourierMagnitude
 from invsolve.operators.ct import (
     FanBeamCT,
     ParallelBeamCT,
@@ -54,6 +55,8 @@ __all__ = [
     "ParallelBeamCT3D",
     "limited_angle_angles",
     "sparse_view_angles",
+    # nonlinear (operators/nonlinear.py)
+    "FourierMagnitude",
     # algebra and dense linear algebra (operators/algebra.py, operators/linalg.py)
     "Composition",
     "LinearComposition",

@@ -7,6 +7,7 @@ from invsolve.samplers.edm import edm_sample, edm_sigmas, unconditional
 from invsolve.samplers.exact import exact
 from invsolve.samplers.output import Posterior, SamplerOutput, StepInfo, weighted_moments
 from invsolve.samplers.pigdm import pigdm
+from invsolve.samplers.red_diff import red_diff
 
 __all__ = [
     "Posterior",
@@ -18,6 +19,7 @@ __all__ = [
     "edm_sigmas",
     "exact",
     "pigdm",
+    "red_diff",
     "unconditional",
     "weighted_moments",
 ]
