@@ -5,7 +5,7 @@
 
 Phantoms: ``EllipsePhantoms(64, seed=SAMPLER_TUNING_SEED)``; score: mean PSNR of the posterior
 mean (``--samples`` draws) clipped to the prior's value range, as the demo reports it. Appends a
-table to ``--out`` (markdown) when given.
+table to ``--out`` (markdown) when given. ``--fixed`` holds other hyperparameters at given values.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import torch
 
 from invsolve.metrics import psnr
 from invsolve.priors.default import load_default_prior
-from invsolve.samplers import ddrm, dps, pigdm
+from invsolve._atomic import write_text_atomic
+from invsolve.samplers import ddrm, dps, pigdm, red_diff
 from invsolve.tasks import SAMPLER_TUNING_SEED, TASK_NAMES, phantoms, standard_tasks
 
-SAMPLERS = {"dps": dps, "pigdm": pigdm, "ddrm": ddrm}
+SAMPLERS = {"dps": dps, "pigdm": pigdm, "ddrm": ddrm, "red_diff": red_diff}
 
 
 def main() -> None:
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), required=True)
     parser.add_argument("--param", required=True)
     parser.add_argument("--values", required=True, help="comma-separated floats")
+    parser.add_argument("--fixed", default="", help="other hyperparameters held fixed, e.g. lr=0.05,lam=1")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--phantoms", type=int, default=4)
@@ -39,7 +41,8 @@ def main() -> None:
     lo, hi = prior.value_range
     truth = phantoms(SAMPLER_TUNING_SEED, args.phantoms, prior.shape[-1])
     names = tuple(n.strip() for n in args.tasks.split(","))
-    lines = [f"\n### {args.sampler}: {args.param}, {args.steps} steps, {args.samples} sample(s), "
+    fixed = {k.strip(): float(v) for k, v in (kv.split("=") for kv in args.fixed.split(",") if kv.strip())}
+    lines = [f"\n### {args.sampler}: {args.param}{' (' + args.fixed + ')' if fixed else ''}, {args.steps} steps, {args.samples} sample(s), "
              f"{args.phantoms} phantoms (seed {SAMPLER_TUNING_SEED})\n",
              f"| task | {args.param} | mean PSNR (dB) | seconds |", "|---|---:|---:|---:|"]
     for task in standard_tasks(prior.shape[-1], seed=SAMPLER_TUNING_SEED, names=names):
@@ -47,7 +50,7 @@ def main() -> None:
         for value in (float(v) for v in args.values.split(",")):
             start = time.perf_counter()
             out = SAMPLERS[args.sampler](meas, prior, steps=args.steps, n_samples=args.samples,
-                                         generator=torch.Generator().manual_seed(0), **{args.param: value})
+                                         generator=torch.Generator().manual_seed(0), **fixed, **{args.param: value})
             mean = out.samples.mean(dim=0).clamp(lo, hi)
             score = sum(psnr(truth[i, 0], mean[i, 0]) for i in range(len(truth))) / len(truth)
             lines.append(f"| {task.name} | {value:g} | {score:.2f} | {time.perf_counter() - start:.0f} |")
@@ -55,7 +58,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     if args.out:
         path = Path(args.out)
-        path.write_text((path.read_text() if path.exists() else "") + text)
+        write_text_atomic(path, (path.read_text() if path.exists() else "") + text)
 
 
 if __name__ == "__main__":

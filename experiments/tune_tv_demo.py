@@ -15,12 +15,14 @@ import torch
 from invsolve._atomic import write_text_atomic
 from invsolve.baselines import tv_reconstruct
 from invsolve.metrics import psnr
-from invsolve.tasks import NOISE_LEVEL, TASK_NAMES, TV_TUNING_SEED, phantoms, standard_tasks
+from invsolve.tasks import ALL_TASK_NAMES, NOISE_LEVEL, TV_TUNING_SEED, phantoms, standard_tasks
 
 GRID = {
     "CT": [0.05, 0.1, 0.2, 0.5, 1.0],
     "MRI": [0.002, 0.005, 0.01, 0.02, 0.05],
     "Inpainting": [0.005, 0.01, 0.02, 0.05, 0.1],
+    "Gaussian": [0.001, 0.002, 0.005, 0.01, 0.02],
+    "SR": [0.001, 0.002, 0.005, 0.01, 0.02],
 }
 
 
@@ -33,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     truth = phantoms(TV_TUNING_SEED, args.phantoms, args.size)
     rows, best = [], {}
-    for task in standard_tasks(args.size, seed=TV_TUNING_SEED, names=TASK_NAMES):
+    for task in standard_tasks(args.size, seed=TV_TUNING_SEED, names=ALL_TASK_NAMES):
         meas = task.measure(truth, torch.Generator().manual_seed(TV_TUNING_SEED))
         for lam in GRID[task.name.split()[0]]:
             x = tv_reconstruct(task.operator, meas.y, lam, iterations=args.iterations, nonnegative=True)

@@ -9,6 +9,10 @@ Five problems at the resolution of a prior (64x64 for the default one):
   :class:`~invsolve.operators.RealToComplex`; baseline the magnitude of the zero-filled inverse FFT;
 - ``Inpainting 50%``: half of the pixels observed, chosen uniformly; baseline the masked image.
 
+Two more for sampler comparisons (``EXTRA_TASK_NAMES``): ``Gaussian deblur`` (Gaussian kernel of
+standard deviation 1.5 px, FFT, circular boundary; baseline the blurred image) and ``SR 4x``
+(bicubic-filtered 4x decimation; baseline bicubic interpolation of ``y``).
+
 Noise is Gaussian with ``sigma_y = NOISE_LEVEL * RMS(A x)`` (RMS over the whole batch of clean
 measurements). Each task also carries its TV weight, chosen by ``experiments/tune_tv_demo.py``
 on phantoms that are used nowhere else.
@@ -24,11 +28,13 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.noise import GaussianNoise
 from invsolve.operators import (
+    Blur,
     Inpainting,
     LinearOperator,
     ParallelBeamCT,
     RealToComplex,
     SingleCoilMRI,
+    SuperResolution,
     fastmri_mask,
     sparse_view_angles,
 )
@@ -37,6 +43,9 @@ from invsolve.operators import (
 NOISE_LEVEL = 0.01
 
 TASK_NAMES = ("CT 8 views", "CT 16 views", "MRI 4x", "MRI 8x", "Inpainting 50%")
+#: Further tasks of the sampler comparisons (not in the demo).
+EXTRA_TASK_NAMES = ("Gaussian deblur", "SR 4x")
+ALL_TASK_NAMES = TASK_NAMES + EXTRA_TASK_NAMES
 
 #: Seeds of :class:`~invsolve.datasets.training_data.EllipsePhantoms` streams, kept apart: the default
 #: prior was trained on seed 0 and its denoising measured on seed 1.
@@ -45,7 +54,8 @@ SAMPLER_TUNING_SEED = 3
 EVALUATION_SEED = 4
 
 #: TV weights per task from ``experiments/tune_tv_demo.py`` (table in experiments/results/tv_tuning.md).
-TV_WEIGHTS = {"CT 8 views": 0.1, "CT 16 views": 0.2, "MRI 4x": 0.01, "MRI 8x": 0.01, "Inpainting 50%": 0.02}
+TV_WEIGHTS = {"CT 8 views": 0.1, "CT 16 views": 0.2, "MRI 4x": 0.01, "MRI 8x": 0.01, "Inpainting 50%": 0.02,
+              "Gaussian deblur": 0.002, "SR 4x": 0.002}
 
 
 @dataclass(frozen=True)
@@ -110,13 +120,29 @@ def inpainting_task(size: int, seed: int, *, device, dtype, tv_weights: dict[str
     return ReconstructionTask(name, op, "masked image", lambda y: y, lambda y: y[0, 0], tv_weights[name])
 
 
+def deblur_task(size: int, *, device, dtype, tv_weights: dict[str, float]) -> ReconstructionTask:
+    op = Blur.gaussian((1, size, size), 1.5, dtype=dtype, device=device)
+    name = "Gaussian deblur"
+    return ReconstructionTask(name, op, "blurred image", lambda y: y, lambda y: y[0, 0], tv_weights[name])
+
+
+def super_resolution_task(size: int, *, device, dtype, tv_weights: dict[str, float]) -> ReconstructionTask:
+    op = SuperResolution((1, size, size), 4, "bicubic", dtype=dtype, device=device)
+    name = "SR 4x"
+
+    def bicubic(y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(y, size=(size, size), mode="bicubic", align_corners=False)
+
+    return ReconstructionTask(name, op, "bicubic", bicubic, lambda y: y[0, 0], tv_weights[name])
+
+
 def standard_tasks(size: int, seed: int, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                    names: tuple[str, ...] = TASK_NAMES,
                    tv_weights: dict[str, float] | None = None) -> list[ReconstructionTask]:
-    """The tasks named in ``names`` (default: all five) for ``size x size`` images; ``seed`` draws the masks."""
-    unknown = [n for n in names if n not in TASK_NAMES]
+    """The tasks named in ``names`` (default: the five of the demo) for ``size x size`` images; ``seed`` draws the masks."""
+    unknown = [n for n in names if n not in ALL_TASK_NAMES]
     if unknown:
-        raise ValueError(f"unknown task name(s) {unknown}; choose from {list(TASK_NAMES)}")
+        raise ValueError(f"unknown task name(s) {unknown}; choose from {list(ALL_TASK_NAMES)}")
     if not isinstance(size, int) or size < 16:
         raise ValueError(f"size must be an integer >= 16, got {size!r}")
     weights = {**TV_WEIGHTS, **(tv_weights or {})}
@@ -127,5 +153,7 @@ def standard_tasks(size: int, seed: int, *, device: torch.device | str = "cpu", 
         "MRI 4x": lambda: mri_task(4, size, seed, **kw),
         "MRI 8x": lambda: mri_task(8, size, seed, **kw),
         "Inpainting 50%": lambda: inpainting_task(size, seed, **kw),
+        "Gaussian deblur": lambda: deblur_task(size, **kw),
+        "SR 4x": lambda: super_resolution_task(size, **kw),
     }
     return [builders[n]() for n in names]

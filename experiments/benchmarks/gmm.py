@@ -48,7 +48,7 @@ from invsolve._atomic import write_text_atomic
 from invsolve.metrics import sliced_wasserstein
 from invsolve.operators import MatrixOperator
 from invsolve.priors import GaussianMixturePrior
-from invsolve.samplers import ddrm, dps, exact, pigdm, unconditional
+from invsolve.samplers import ddrm, dps, exact, pigdm, red_diff, unconditional
 
 DIMS = (8, 80, 800)
 DYS = (1, 2, 4)
@@ -94,6 +94,12 @@ SAMPLERS: dict[str, SamplerSpec] = {
         "DDRM (Kawar et al., 2022), eta_b=1",
         dict(steps=100, eta_b=1.0),
         [dict(eta=0.85), dict(eta=1.0)],
+    ),
+    "red_diff": SamplerSpec(
+        red_diff,
+        "RED-Diff (Mardani et al., 2024), data term / sigma_y^2, inverse-SNR weighting",
+        dict(steps=200, data_weight="likelihood", weighting="inverse_snr", init="pseudo_inverse"),
+        [dict(lr=lr, lam=lam) for lr in (0.05, 0.2) for lam in (0.25, 1.0)],
     ),
 }
 
