@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="picks the held-out phantom and seeds masks, noise and samplers (default: 0)")
     demo.add_argument("--samples", type=int, default=4, help="posterior samples per sampler, >= 2 (default: 4)")
     demo.add_argument("--steps", type=int, default=None,
-                      help="steps for every sampler (default: DPS 100, PiGDM 50, DDRM 20)")
+                      help="steps for every sampler (default: DPS 100, PiGDM 50, RED-Diff 100, DDRM 20)")
     demo.add_argument("--samplers", default=None, help="comma-separated subset, e.g. DPS,DDRM (default: all)")
     demo.add_argument("--tasks", default=None,
                       help="comma-separated subset of: CT 8 views, CT 16 views, MRI 4x, MRI 8x, Inpainting 50%% "

@@ -3,7 +3,7 @@
 For each standard task (:mod:`invsolve.tasks`: sparse-view CT with 8 and 16 views, MRI at 4x and
 8x, 50% inpainting) a 64x64 random-ellipse phantom the prior never saw is measured with 1% noise
 and reconstructed by the classical baseline (FBP / zero-filled / masked image), tuned TV, and
-each sampler (DPS, PiGDM, DDRM) drawing ``n_samples`` posterior samples. Every reconstruction is
+each sampler (DPS, PiGDM, RED-Diff, DDRM) drawing ``n_samples`` posterior samples. Every reconstruction is
 clipped to the data range ``[0, 1]`` before it is scored (PSNR, SSIM, NMSE as fastMRI defines
 them). Outputs, all written atomically: one figure per task (ground truth, measurement, baseline,
 TV, then per sampler the posterior mean, the posterior std, the error of the mean and one
@@ -27,12 +27,24 @@ from invsolve.demo_figures import TaskPanel, save_task_figure
 from invsolve.measurement import Measurement
 from invsolve.metrics import nmse, psnr, ssim
 from invsolve.priors.base import Prior
-from invsolve.samplers import ddrm, dps, pigdm
+from invsolve.samplers import ddrm, dps, pigdm, red_diff
 from invsolve.samplers.output import SamplerOutput
 from invsolve.tasks import EVALUATION_SEED, NOISE_LEVEL, TASK_NAMES, ReconstructionTask, phantoms, standard_tasks
 
 #: DPS step size ``zeta'`` per task, from ``experiments/tune_samplers.py`` (experiments/results/sampler_tuning.md).
 DPS_ZETA = {"CT 8 views": 0.02, "CT 16 views": 0.02, "MRI 4x": 1.0, "MRI 8x": 1.0, "Inpainting 50%": 1.0}
+
+#: RED-Diff settings per task (Adam lr, regularisation weight lam; inverse-SNR weighting, pseudo-inverse
+#: initialisation, data weight 1), from ``experiments/tune_samplers.py`` (experiments/results/sampler_tuning.md).
+RED_DIFF_SETTINGS = {
+    "CT 8 views": {"lr": 0.02, "lam": 16.0},
+    "CT 16 views": {"lr": 0.02, "lam": 16.0},
+    "MRI 4x": {"lr": 0.02, "lam": 0.1},
+    "MRI 8x": {"lr": 0.02, "lam": 0.1},
+    "Inpainting 50%": {"lr": 0.02, "lam": 0.03},
+    "Gaussian deblur": {"lr": 0.02, "lam": 0.25},
+    "SR 4x": {"lr": 0.02, "lam": 0.25},
+}
 
 SampleFn = Callable[[Measurement, Prior, ReconstructionTask, int, int, torch.Generator], SamplerOutput]
 
@@ -51,6 +63,8 @@ DEMO_SAMPLERS: tuple[DemoSampler, ...] = (
                                                              zeta=DPS_ZETA[t.name])),
     DemoSampler("PiGDM", 50, lambda m, p, t, steps, n, g: pigdm(m, p, steps=steps, n_samples=n, generator=g,
                                                                 data_variance=0.16, cg_max_iter=30)),
+    DemoSampler("RED-Diff", 100, lambda m, p, t, steps, n, g: red_diff(m, p, steps=steps, n_samples=n, generator=g,
+                                                                       **RED_DIFF_SETTINGS[t.name])),
     DemoSampler("DDRM", 20, lambda m, p, t, steps, n, g: ddrm(m, p, steps=steps, n_samples=n, generator=g,
                                                                 eta=1.0)),
 )

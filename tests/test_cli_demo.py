@@ -21,12 +21,12 @@ def test_demo_writes_figures_and_metrics(tmp_path, capsys):
     rows = json.loads((out / "metrics.json").read_text())
     baselines = {"CT 8 views": "FBP", "MRI 8x": "zero-filled", "Inpainting 50%": "masked image"}
     assert [(r["task"], r["method"]) for r in rows] == [
-        (t, m) for t in tasks for m in (baselines[t], "TV", "DPS", "PiGDM", "DDRM")
+        (t, m) for t in tasks for m in (baselines[t], "TV", "DPS", "PiGDM", "RED-Diff", "DDRM")
     ]
     assert all(math.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 for r in rows)
-    assert all(r["psnr"] > 5 for r in rows if r["method"] not in ("DPS", "PiGDM", "DDRM"))  # 2 sampler steps: noise
+    assert all(r["psnr"] > 5 for r in rows if r["method"] not in ("DPS", "PiGDM", "RED-Diff", "DDRM"))  # 2 sampler steps: noise
     for r in rows:
-        if r["method"] in ("DPS", "PiGDM", "DDRM"):
+        if r["method"] in ("DPS", "PiGDM", "RED-Diff", "DDRM"):
             assert r["nfe"] == 2 and r["n_samples"] == 2 and r["mean_std"] > 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["ct-8-views.png", "inpainting-50.png", "metrics.json", "metrics.md", "mri-8x.png"]
