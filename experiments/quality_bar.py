@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import statistics
 import time
@@ -29,26 +28,12 @@ import torch
 from invsolve._atomic import write_text_atomic
 from invsolve.baselines import tv_reconstruct
 from invsolve.demo import DPS_ZETA
-from invsolve.metrics import psnr, ssim
+from invsolve.metrics import format_interval, psnr, ssim
 from invsolve.priors.default import load_default_prior
 from invsolve.samplers import ddrm, dps
 from invsolve.tasks import EVALUATION_SEED, NOISE_LEVEL, TASK_NAMES, phantoms, standard_tasks
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "quality_bar"
-T_975 = {19: 2.093, 20: 2.086, 24: 2.064, 29: 2.045, 39: 2.023, 49: 2.010}
-
-
-def t_quantile(dof: int) -> float:
-    """Two-sided 95% Student-t quantile (table for the sizes used here, normal beyond)."""
-    return T_975.get(dof, 1.96 if dof > 49 else 2.1)
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval."""
-    n = len(values)
-    return statistics.mean(values), t_quantile(n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan
-
-
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
@@ -115,9 +100,7 @@ def report(out_dir: Path, path: Path) -> str:
         s = r["scores"]
         base, tv, d = s[r["baseline"]]["psnr"], s["TV"]["psnr"], s["DPS"]["psnr"]
 
-        def fmt(values):
-            m, h = interval(values)
-            return f"{m:.2f} +- {h:.2f}"
+        fmt = format_interval
 
         ddrm_cell = fmt(s["DDRM"]["psnr"]) if "DDRM" in s else "-"
         lines.append(

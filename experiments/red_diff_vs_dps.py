@@ -16,27 +16,20 @@ Each estimate is clipped to [0, 1]; PSNR / SSIM as in fastMRI; mean +- 95% t-int
 from __future__ import annotations
 
 import argparse
-import math
 import platform
-import statistics
 import time
 
 import torch
 
 from invsolve._atomic import write_text_atomic
 from invsolve.demo import DPS_ZETA, RED_DIFF_SETTINGS
-from invsolve.metrics import psnr, ssim
+from invsolve.metrics import format_interval, psnr, ssim
 from invsolve.priors.default import load_default_prior
 from invsolve.samplers import dps, red_diff
 from invsolve.tasks import ALL_TASK_NAMES, EVALUATION_SEED, phantoms, standard_tasks
 
-T_975 = {3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 11: 2.201, 15: 2.131, 19: 2.093}
-
-
 def fmt(values: list[float], digits: int = 2) -> str:
-    n = len(values)
-    half = T_975.get(n - 1, 1.96) * statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan
-    return f"{statistics.mean(values):.{digits}f} +- {half:.{digits}f}"
+    return format_interval(values, digits)
 
 
 def scores(truth: torch.Tensor, est: torch.Tensor) -> tuple[list[float], list[float]]:

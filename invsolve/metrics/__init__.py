@@ -2,5 +2,6 @@
 
 from invsolve.metrics.distributions import sliced_wasserstein, sliced_wasserstein_floor, wasserstein_1d
 from invsolve.metrics.image import nmse, psnr, ssim
+from invsolve.metrics.summary import format_interval, mean_confidence_interval
 
-__all__ = ["nmse", "psnr", "sliced_wasserstein", "sliced_wasserstein_floor", "ssim", "wasserstein_1d"]
+__all__ = ["format_interval", "mean_confidence_interval", "nmse", "psnr", "sliced_wasserstein", "sliced_wasserstein_floor", "ssim", "wasserstein_1d"]
