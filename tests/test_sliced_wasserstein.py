@@ -72,4 +72,3 @@ def test_floor_is_deterministic_and_shrinks_with_the_sample_size():
     assert sliced_wasserstein_floor(sample, 100, 50, torch.Generator().manual_seed(0), reference=ref) > 0
     with pytest.raises(ValueError, match="reference"):
         sliced_wasserstein_floor(sample, 50, 10, torch.Generator().manual_seed(0), reference=ref)
-
