@@ -25,6 +25,13 @@ from invsolve.tasks import SAMPLER_TUNING_SEED, TASK_NAMES, phantoms, standard_t
 SAMPLERS = {"dps": dps, "pigdm": pigdm, "ddrm": ddrm, "red_diff": red_diff}
 
 
+def _value(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), required=True)
@@ -41,7 +48,7 @@ def main() -> None:
     lo, hi = prior.value_range
     truth = phantoms(SAMPLER_TUNING_SEED, args.phantoms, prior.shape[-1])
     names = tuple(n.strip() for n in args.tasks.split(","))
-    fixed = {k.strip(): float(v) for k, v in (kv.split("=") for kv in args.fixed.split(",") if kv.strip())}
+    fixed = {k.strip(): _value(v) for k, v in (kv.split("=") for kv in args.fixed.split(",") if kv.strip())}
     lines = [f"\n### {args.sampler}: {args.param}{' (' + args.fixed + ')' if fixed else ''}, {args.steps} steps, {args.samples} sample(s), "
              f"{args.phantoms} phantoms (seed {SAMPLER_TUNING_SEED})\n",
              f"| task | {args.param} | mean PSNR (dB) | seconds |", "|---|---:|---:|---:|"]

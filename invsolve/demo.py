@@ -32,18 +32,19 @@ from invsolve.samplers.output import SamplerOutput
 from invsolve.tasks import EVALUATION_SEED, NOISE_LEVEL, TASK_NAMES, ReconstructionTask, phantoms, standard_tasks
 
 #: DPS step size ``zeta'`` per task, from ``experiments/tune_samplers.py`` (experiments/results/sampler_tuning.md).
-DPS_ZETA = {"CT 8 views": 0.02, "CT 16 views": 0.02, "MRI 4x": 1.0, "MRI 8x": 1.0, "Inpainting 50%": 1.0}
+DPS_ZETA = {"CT 8 views": 0.02, "CT 16 views": 0.02, "MRI 4x": 1.0, "MRI 8x": 1.0, "Inpainting 50%": 1.0,
+            "Gaussian deblur": 1.0, "SR 4x": 3.0}
 
-#: RED-Diff settings per task (Adam lr, regularisation weight lam; inverse-SNR weighting, pseudo-inverse
-#: initialisation, data weight 1), from ``experiments/tune_samplers.py`` (experiments/results/sampler_tuning.md).
+#: RED-Diff settings per task (Adam lr, regularisation weight lam; inverse-SNR weighting, data weight 1,
+#: pseudo-inverse initialisation except where noted), from ``experiments/tune_samplers.py`` (experiments/results/sampler_tuning.md).
 RED_DIFF_SETTINGS = {
     "CT 8 views": {"lr": 0.02, "lam": 16.0},
     "CT 16 views": {"lr": 0.02, "lam": 16.0},
     "MRI 4x": {"lr": 0.02, "lam": 0.1},
     "MRI 8x": {"lr": 0.02, "lam": 0.1},
     "Inpainting 50%": {"lr": 0.02, "lam": 0.03},
-    "Gaussian deblur": {"lr": 0.02, "lam": 0.25},
-    "SR 4x": {"lr": 0.02, "lam": 0.25},
+    "Gaussian deblur": {"lr": 0.02, "lam": 0.03, "init": "adjoint"},  # the CG pseudo-inverse amplifies noise
+    "SR 4x": {"lr": 0.02, "lam": 0.03},
 }
 
 SampleFn = Callable[[Measurement, Prior, ReconstructionTask, int, int, torch.Generator], SamplerOutput]
