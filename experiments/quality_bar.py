@@ -112,6 +112,9 @@ def report(out_dir: Path, path: Path) -> str:
         "",
         "Bar: DPS - baseline >= 3 dB on every task; DPS - TV > 0 on CT 8 views and MRI 8x.",
         "",
+        "'DPS s/image' is wall time per image in batches of 10 on one thread of a 2-core machine shared with "
+        "up to four other jobs: an upper bound, not a benchmark (see experiments/results/sampler_speed.md).",
+        "",
         "Commands (each task writes `experiments/results/quality_bar/<task>.json`; threads per run in the json):",
         "",
         "```",
