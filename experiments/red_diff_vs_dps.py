@@ -6,7 +6,7 @@ Per task (all seven of :mod:`invsolve.tasks`), on ``--phantoms`` held-out phanto
 stream) measured with 1% noise, one batch:
 
 * RED-Diff with ``--steps`` steps (NFE = steps; settings ``invsolve.demo.RED_DIFF_SETTINGS``);
-* DPS with the same number of steps (equal NFE; ``zeta`` from ``invsolve.demo.DPS_ZETA``);
+* DPS with the same number of steps (equal NFE; ``zeta`` from ``invsolve.demo.DEMO_DPS_ZETA``, tuned at 100 steps);
 * DPS with as many steps as fit in RED-Diff's measured wall time on this batch (equal wall time),
   from DPS's measured time per step.
 
@@ -22,7 +22,7 @@ import time
 import torch
 
 from invsolve._atomic import write_text_atomic
-from invsolve.demo import DPS_ZETA, RED_DIFF_SETTINGS
+from invsolve.demo import DEMO_DPS_ZETA, RED_DIFF_SETTINGS
 from invsolve.metrics import format_interval, psnr, ssim
 from invsolve.priors.default import load_default_prior
 from invsolve.samplers import dps, red_diff
@@ -61,10 +61,10 @@ def main() -> None:
         rd, t_rd = timed(lambda: red_diff(meas, prior, steps=args.steps, generator=torch.Generator().manual_seed(0),
                                           **RED_DIFF_SETTINGS[task.name]))
         d1, t_d1 = timed(lambda: dps(meas, prior, steps=args.steps, generator=torch.Generator().manual_seed(0),
-                                     zeta=DPS_ZETA[task.name]))
+                                     zeta=DEMO_DPS_ZETA[task.name]))
         eq_steps = max(2, round(args.steps * t_rd / t_d1))
         d2, t_d2 = timed(lambda: dps(meas, prior, steps=eq_steps, generator=torch.Generator().manual_seed(0),
-                                     zeta=DPS_ZETA[task.name]))
+                                     zeta=DEMO_DPS_ZETA[task.name]))
         base_p, _ = scores(truth, task.baseline(meas.y))
         for label, est, steps, seconds in (("RED-Diff", rd, args.steps, t_rd), ("DPS, equal NFE", d1, args.steps, t_d1),
                                            ("DPS, equal wall time", d2, eq_steps, t_d2)):
