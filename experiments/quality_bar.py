@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import time
 from pathlib import Path
@@ -28,16 +27,13 @@ import torch
 from invsolve._atomic import write_text_atomic
 from invsolve.baselines import tv_reconstruct
 from invsolve.demo import DPS_ZETA
+from invsolve.measurement import Measurement
 from invsolve.metrics import format_interval, psnr, ssim
 from invsolve.priors.default import load_default_prior
 from invsolve.samplers import ddrm, dps
 from invsolve.tasks import EVALUATION_SEED, NOISE_LEVEL, TASK_NAMES, phantoms, standard_tasks
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "quality_bar"
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 def run_task(task, prior, truth: torch.Tensor, *, dps_steps: int, ddrm_steps: int, batch: int) -> dict:
     lo, hi = prior.value_range
     meas_all = task.measure(truth, torch.Generator().manual_seed(EVALUATION_SEED))
@@ -55,7 +51,7 @@ def run_task(task, prior, truth: torch.Tensor, *, dps_steps: int, ddrm_steps: in
     for start in range(0, len(truth), batch):
         ref = truth[start:start + batch]
         y = meas_all.y[start:start + batch]
-        meas = type(meas_all)(meas_all.operator, meas_all.noise, y)
+        meas = Measurement(meas_all.operator, meas_all.noise, y)
         methods = {
             task.baseline_name: lambda: task.baseline(y),
             "TV": lambda: tv_reconstruct(task.operator, y, task.tv_weight, iterations=300, nonnegative=True),
@@ -67,7 +63,7 @@ def run_task(task, prior, truth: torch.Tensor, *, dps_steps: int, ddrm_steps: in
                                            generator=torch.Generator().manual_seed(start)).samples[0]
         for method, fn in methods.items():
             t0 = time.perf_counter()
-            with torch.no_grad() if method != "DPS" else torch.enable_grad():
+            with torch.no_grad():  # DPS enables gradients itself where it needs them
                 images = fn()
             score(method, images.detach(), ref, time.perf_counter() - t0)
             print(f"{task.name} [{start}:{start + len(ref)}] {method}: "
@@ -101,7 +97,6 @@ def report(out_dir: Path, path: Path) -> str:
         base, tv, d = s[r["baseline"]]["psnr"], s["TV"]["psnr"], s["DPS"]["psnr"]
 
         fmt = format_interval
-
         ddrm_cell = fmt(s["DDRM"]["psnr"]) if "DDRM" in s else "-"
         lines.append(
             f"| {name} | {r['n']} | {fmt(base)} ({r['baseline']}) | {fmt(tv)} | {ddrm_cell} | {fmt(d)} | "
@@ -147,7 +142,7 @@ def main() -> None:
     names = tuple(n.strip() for n in args.tasks.split(","))
     for task in standard_tasks(prior.shape[-1], EVALUATION_SEED, names=names):
         result = run_task(task, prior, truth, dps_steps=args.dps_steps, ddrm_steps=args.ddrm_steps, batch=args.batch)
-        write_text_atomic(args.out_dir / f"{slug(task.name)}.json", json.dumps(result, indent=1))
+        write_text_atomic(args.out_dir / f"{task.slug}.json", json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

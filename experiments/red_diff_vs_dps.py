@@ -28,10 +28,6 @@ from invsolve.priors.default import load_default_prior
 from invsolve.samplers import dps, red_diff
 from invsolve.tasks import ALL_TASK_NAMES, EVALUATION_SEED, phantoms, standard_tasks
 
-def fmt(values: list[float], digits: int = 2) -> str:
-    return format_interval(values, digits)
-
-
 def scores(truth: torch.Tensor, est: torch.Tensor) -> tuple[list[float], list[float]]:
     est = est.clamp(0, 1)
     return ([psnr(truth[i, 0], est[i, 0]) for i in range(len(truth))],
@@ -70,10 +66,10 @@ def main() -> None:
                                            ("DPS, equal wall time", d2, eq_steps, t_d2)):
             p, s = scores(truth, est)
             diff = [a - b for a, b in zip(scores(truth, rd)[0], p)] if label != "RED-Diff" else None
-            rows.append(f"| {task.name} | {label} | {steps} | {fmt(p)} | {fmt(s, 3)} | "
-                        f"{fmt(diff) if diff else '–'} | {seconds / args.phantoms:.2f} |")
+            rows.append(f"| {task.name} | {label} | {steps} | {format_interval(p)} | {format_interval(s, 3)} | "
+                        f"{format_interval(diff) if diff else '–'} | {seconds / args.phantoms:.2f} |")
             print(rows[-1], flush=True)
-        rows.append(f"| {task.name} | {task.baseline_name} (baseline) | – | {fmt(base_p)} | | | |")
+        rows.append(f"| {task.name} | {task.baseline_name} (baseline) | – | {format_interval(base_p)} | | | |")
     lines = [
         "# RED-Diff vs DPS on the default prior",
         "",

@@ -13,7 +13,6 @@ sample), ``metrics.md`` and ``metrics.json``.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,10 +86,6 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was requested but CUDA is not available on this machine")
     return device
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def _scores(truth: torch.Tensor, image: torch.Tensor) -> dict[str, float]:
@@ -183,7 +178,7 @@ def run_demo(
                          mean_std=float(std.mean()))
             panel.add_posterior(sampler.name, mean[0].clamp(lo, hi).cpu(), std[0].cpu(),
                                 samples[0, 0].clamp(lo, hi).cpu(), row["psnr"])
-        path = out_dir / f"{_slug(task.name)}.png"
+        path = out_dir / f"{task.slug}.png"
         save_task_figure(panel, path)
         report.figures.append(path)
     bar.close()

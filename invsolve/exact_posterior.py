@@ -28,6 +28,7 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.noise import GaussianNoise
 from invsolve.operators.base import LinearOperator
+from invsolve.operators.linalg import dense_matrix
 from invsolve.priors.gaussian import GaussianMixturePrior, _eig_psd
 
 _F64 = torch.float64
@@ -38,7 +39,7 @@ def operator_matrix(operator: LinearOperator, *, device: torch.device | str | No
     """The dense ``(m, d)`` float64 matrix of a linear operator on flattened tensors.
 
     Uses ``operator.matrix`` when the operator stores one (``MatrixOperator``);
-    otherwise applies ``A^T`` to the ``m`` standard basis vectors of the measurement space.
+    otherwise probes the operator (:func:`invsolve.operators.dense_matrix`).
     """
     if not isinstance(operator, LinearOperator):
         raise TypeError(f"the exact posterior needs a LinearOperator, got {type(operator).__name__}")
@@ -48,12 +49,8 @@ def operator_matrix(operator: LinearOperator, *, device: torch.device | str | No
     d, m = math.prod(operator.x_shape), math.prod(operator.y_shape)
     if d * m > _MAX_DENSE:
         raise ValueError(f"operator too large for a dense exact posterior ({m} x {d} matrix)")
-    dtype = operator.dtype or _F64
-    dev = operator.device if device is None else torch.device(device)
-    eye = torch.eye(m, dtype=dtype, device=dev).reshape(m, *operator.y_shape)
-    with torch.no_grad():
-        rows = operator.A_adjoint(eye).reshape(m, d)
-    return rows.to(_F64)
+    matrix = dense_matrix(operator, dtype=operator.dtype or _F64).to(_F64)
+    return matrix if device is None else matrix.to(device)
 
 
 def gmm_posterior(

@@ -20,6 +20,7 @@ on phantoms that are used nowhere else.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,9 +74,13 @@ class ReconstructionTask:
         """Simulate ``y = A x + n`` for ``truth (B, 1, H, W)`` at the relative noise level ``NOISE_LEVEL``."""
         with torch.no_grad():
             clean = self.operator.A(truth)
-        sigma_y = NOISE_LEVEL * float(clean.square().mean().sqrt())
-        return Measurement(self.operator, GaussianNoise(sigma_y), clean + sigma_y * torch.randn(
-            clean.shape, generator=generator, dtype=clean.dtype, device=clean.device))
+        noise = GaussianNoise(NOISE_LEVEL * float(clean.square().mean().sqrt()))
+        return Measurement(self.operator, noise, noise.sample(clean, generator))
+
+    @property
+    def slug(self) -> str:
+        """The name as a file stem, e.g. ``ct-8-views``."""
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
 
 
 def phantoms(seed: int, n: int, size: int, *, start: int = 0) -> torch.Tensor:

@@ -61,26 +61,17 @@ def dense_svd(operator, *, rcond: float = 1e-4, max_size: int = MAX_DENSE_SIZE
             f"(limit {max_size} on the smaller side); give it a structured svd() method"
         )
     out_dtype = operator.dtype or torch.float32
-    A = dense_matrix(operator, dtype=torch.float64 if operator.dtype in (None, torch.float64) else operator.dtype)
-    A = A.to(torch.float64)
+    A = dense_matrix(operator, dtype=operator.dtype or torch.float64).to(torch.float64)
     rows = torch.nonzero(A.abs().amax(dim=1) > 0).squeeze(1)
     B = A[rows]
-    if B.shape[0] <= B.shape[1]:
-        evals, evecs = torch.linalg.eigh(B @ B.T)  # B B^T = U_B S^2 U_B^T
-        evals = evals.flip(0)
-        S = evals.clamp_min(0).sqrt()
-        U_B = evecs.flip(1)
-        keep = S > rcond * S.max()
-        S, U_B = S[keep], U_B[:, keep]
-        V = (B.T @ U_B) / S
-    else:
-        evals, evecs = torch.linalg.eigh(B.T @ B)
-        evals = evals.flip(0)
-        S = evals.clamp_min(0).sqrt()
-        V = evecs.flip(1)
-        keep = S > rcond * S.max()
-        S, V = S[keep], V[:, keep]
-        U_B = (B @ V) / S
+    wide = B.shape[0] <= B.shape[1]
+    M = B if wide else B.T  # eigendecompose the smaller Gram matrix M M^T = W S^2 W^T
+    evals, evecs = torch.linalg.eigh(M @ M.T)
+    S, W = evals.flip(0).clamp_min(0).sqrt(), evecs.flip(1)
+    keep = S > rcond * S.max()
+    S, W = S[keep], W[:, keep]
+    other = (M.T @ W) / S  # the singular vectors of the larger side
+    U_B, V = (W, other) if wide else (other, W)
     U = torch.zeros(A.shape[0], U_B.shape[1], dtype=torch.float64, device=A.device)
     U[rows] = U_B
     return U.to(out_dtype), S.to(out_dtype), V.to(out_dtype)

@@ -10,27 +10,12 @@ from torch.distributions import MultivariateNormal
 
 from invsolve import GaussianNoise, Measurement, PoissonNoise
 from invsolve.exact_posterior import exact_posterior, gmm_posterior, log_evidence, operator_matrix
-from invsolve.operators import LinearOperator, MatrixOperator, Operator
+from invsolve.operators import MatrixOperator, Operator
 from invsolve.priors import GaussianMixturePrior, GaussianPrior
 from invsolve.samplers import exact
+from support import Subsample
 
 F64 = torch.float64
-
-
-class Subsample(LinearOperator):
-    """Keeps some pixels of an image (a linear operator without a stored matrix)."""
-
-    def __init__(self, x_shape, index):
-        super().__init__(x_shape, (len(index),))
-        self.register_buffer("index", torch.as_tensor(index))
-
-    def _forward(self, x):
-        return x.reshape(x.shape[0], -1)[:, self.index]
-
-    def _adjoint(self, y):
-        out = torch.zeros(y.shape[0], math.prod(self.x_shape), dtype=y.dtype, device=y.device)
-        out[:, self.index] = y
-        return out.reshape(y.shape[0], *self.x_shape)
 
 
 class Square(Operator):

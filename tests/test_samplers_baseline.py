@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from invsolve import GaussianNoise, Measurement, SamplerOutput, StepInfo
 from invsolve.exact_posterior import exact_posterior
 from invsolve.metrics import sliced_wasserstein, sliced_wasserstein_floor
-from invsolve.operators import LinearOperator, MatrixOperator, Operator
+from invsolve.operators import MatrixOperator, Operator
 from invsolve.priors import DenoiserPrior, GaussianMixturePrior, GaussianPrior
 from invsolve.samplers import ddrm, dps, edm_sample, edm_sigmas, exact, pigdm, unconditional
+from support import Subsample
 
 F64 = torch.float64
 
@@ -132,28 +131,6 @@ def test_no_nan_or_inf_for_any_noise_level(name, sigma_y):
     out = fn(meas, prior, n_samples=8, generator=gen(3), **kw)
     assert out.samples.shape == (8, 1, 8)
     assert torch.isfinite(out.samples).all()
-
-
-class Subsample(LinearOperator):
-    """Keeps some pixels of an image (linear, no stored matrix: PiGDM uses conjugate gradients)."""
-
-    def __init__(self, x_shape, index):
-        super().__init__(x_shape, (len(index),))
-        self.register_buffer("index", torch.as_tensor(index))
-
-    def _forward(self, x):
-        return x.reshape(x.shape[0], -1)[:, self.index]
-
-    def _adjoint(self, y):
-        out = torch.zeros(y.shape[0], math.prod(self.x_shape), dtype=y.dtype, device=y.device)
-        out[:, self.index] = y
-        return out.reshape(y.shape[0], *self.x_shape)
-
-    def svd(self):
-        """Thin SVD of the selection matrix on flattened images: U = I, S = 1, V = selected unit vectors."""
-        k, d = len(self.index), math.prod(self.x_shape)
-        V = torch.eye(d, dtype=torch.float64)[:, self.index]
-        return torch.eye(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64), V
 
 
 class NoSVD(Subsample):
