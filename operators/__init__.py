@@ -11,7 +11,7 @@ such tensors equals ``Re <u, v>``, so ``A_adjoint`` is the complex adjoint.
 from invsolve.operators.base import DeepinvLinearOperator, LinearOperator, Operator, conjugate_gradient
 from invsolve.operators.matrix import MatrixOperator
 from invsolve.operators.algebra import Composition, LinearComposition, RealToComplex, compose
-from invsolve.operators.linalg import dense_matrix, dense_svd
+from invsolve.operators.linalg import dense_matrix, dense_svd, frobenius_norm_sq
 from invsolve.operators.blur import Blur, gaussian_kernel, motion_kernel
 from invsolve.operators.inpainting import Inpainting
 from invsolve.operators.super_resolution import SuperResolution
@@ -64,6 +64,7 @@ __all__ = [
     "compose",
     "dense_matrix",
     "dense_svd",
+    "frobenius_norm_sq",
     "DeepinvLinearOperator",
     "LinearOperator",
     "MatrixOperator",

@@ -75,3 +75,23 @@ def dense_svd(operator, *, rcond: float = 1e-4, max_size: int = MAX_DENSE_SIZE
     U = torch.zeros(A.shape[0], U_B.shape[1], dtype=torch.float64, device=A.device)
     U[rows] = U_B
     return U.to(out_dtype), S.to(out_dtype), V.to(out_dtype)
+
+
+def frobenius_norm_sq(operator, *, chunk: int = 512) -> float:
+    """``||A||_F^2 = trace(A^T A) = sum_j ||A e_j||^2`` of a linear operator, exactly, in float64.
+
+    Probes ``A`` with the standard basis of its input, ``chunk`` vectors per call, without holding
+    the matrix; ``n`` operator applications in all. It is the Laplacian of ``||y - A x||^2 / 2``.
+    """
+    if not getattr(operator, "linear", False):
+        raise TypeError(f"frobenius_norm_sq needs a linear operator, got {type(operator).__name__}")
+    dtype = operator.dtype or torch.float64
+    n = math.prod(operator.x_shape)
+    total = 0.0
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        basis = torch.zeros(stop - start, n, dtype=dtype, device=operator.device)
+        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        with torch.no_grad():
+            total += float(operator.A(basis.reshape(-1, *operator.x_shape)).double().square().sum())
+    return total

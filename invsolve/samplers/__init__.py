@@ -1,25 +1,34 @@
 """Posterior samplers: one module each, all with the signature
 ``sampler(measurement, prior, *, steps/sigmas, n_samples, generator, callback, **hyper) -> SamplerOutput``."""
 
+from invsolve.samplers.afes import afes
 from invsolve.samplers.ddrm import ddrm
 from invsolve.samplers.dps import dps
 from invsolve.samplers.edm import edm_sample, edm_sigmas, unconditional
 from invsolve.samplers.exact import exact
+from invsolve.samplers.fkc import fkc
 from invsolve.samplers.output import Posterior, SamplerOutput, StepInfo, weighted_moments
 from invsolve.samplers.pigdm import pigdm
+from invsolve.samplers.particles import ParticleWeights, WeightDegeneracyError
 from invsolve.samplers.red_diff import red_diff
+from invsolve.samplers.tds import tds
 
 __all__ = [
+    "ParticleWeights",
     "Posterior",
     "SamplerOutput",
     "StepInfo",
+    "WeightDegeneracyError",
+    "afes",
     "ddrm",
     "dps",
     "edm_sample",
     "edm_sigmas",
     "exact",
+    "fkc",
     "pigdm",
     "red_diff",
+    "tds",
     "unconditional",
     "weighted_moments",
 ]

@@ -1,0 +1,124 @@
+"""Twisted diffusion sampler (TDS; Wu, Trippe, Naesseth, Blei, Cunningham, NeurIPS 2023), the twisted-SMC baseline.
+
+Sequential Monte Carlo over the reverse diffusion with the *twisting functions*
+
+    ``p~_k(y | x_k) = N(y; A(D(x_k, sigma_k)), (sigma_y^2 + r_k) I)``,  ``r_k = c sigma_k^2 / (c + sigma_k^2)``
+
+(the denoiser's estimate of ``x_0`` pushed through the operator, its variance inflated by the prior
+variance ``r_k`` of ``x_0`` given ``x_k`` for data of variance ``c = data_variance``; paper eq. 8 with the
+variance of SPEC section 11). Per step (paper Algorithm 1, in the VE convention):
+
+1. ``x0_hat = D(x_k)`` and ``grad log p~_k(y | x_k)`` by autograd through the network (one call + one VJP);
+2. weight ``w_k = p(x_k | x_{k+1}) p~_k(y | x_k) / (p~_{k+1}(y | x_{k+1}) q(x_k | x_{k+1}))`` (the initial
+   weight is ``p~_K(y | x_K)``; the final one uses the true likelihood ``p(y | x_0)``); resample when due;
+3. propose ``x_{k-1} ~ q = N(m + h grad log p~_k, v I)`` where ``N(m, v I)`` is the unguided reverse kernel
+   (:func:`invsolve.samplers.fk_likelihood.reverse_kernel`) and ``h = sigma_k^2 - sigma_{k-1}^2``.
+
+The weights correct the twisting exactly, so TDS is consistent as ``N -> infinity`` for any twist; the
+twist only decides how many particles that takes. Needs Gaussian noise (any differentiable operator).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from invsolve.measurement import Measurement
+from invsolve.priors.base import Prior
+from invsolve.samplers._common import check_generator, check_pair, randn, replicate, require_gaussian_noise, split_samples
+from invsolve.samplers.edm import schedule
+from invsolve.samplers.fk_likelihood import reverse_kernel
+from invsolve.samplers.output import SamplerOutput, StepInfo
+from invsolve.samplers.particles import ParticleWeights, check_smc_options, gather_particles
+
+
+def gaussian_log_density(residual: torch.Tensor, variance: float) -> torch.Tensor:
+    """``log N(r; 0, variance I)`` per item of ``residual (n, ...)``, float64."""
+    r = residual.reshape(residual.shape[0], -1).double()
+    return -0.5 * r.square().sum(1) / variance - 0.5 * r.shape[1] * math.log(2 * math.pi * variance)
+
+
+def twist(measurement: Measurement, prior: Prior, x: torch.Tensor, sigma: float, variance: float,
+          chunk: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(D(x), log p~(y | x), grad_x log p~(y | x))``, evaluated ``chunk`` particles at a time."""
+    outs = []
+    step = chunk or x.shape[0]
+    for start in range(0, x.shape[0], step):
+        with torch.enable_grad():
+            xc = x[start:start + step].detach().requires_grad_(True)
+            d = prior.denoise(xc, sigma)
+            y = measurement.y if measurement.batch_size == 1 else measurement.y[start:start + step]
+            log_twist = gaussian_log_density(y - measurement.operator.A(d), variance)
+            (grad,) = torch.autograd.grad(log_twist.sum(), xc)
+        outs.append((d.detach(), log_twist.detach(), grad))
+    return tuple(torch.cat(parts, dim=0) for parts in zip(*outs))
+
+
+def tds(
+    measurement: Measurement,
+    prior: Prior,
+    *,
+    steps: int | None = 100,
+    sigmas=None,
+    n_samples: int = 64,
+    generator: torch.Generator,
+    callback: Callable[[StepInfo], None] | None = None,
+    data_variance: float = 1.0,
+    resampling: str = "systematic",
+    ess_threshold: float = 0.5,
+    chunk: int | None = None,
+    rho: float = 7.0,
+) -> SamplerOutput:
+    """Weighted particles ``(n_samples, B, *x_shape)`` with ``log_weights``; ``nfe = steps`` (each with a backward pass).
+
+    Args:
+        data_variance: ``c`` in the twist variance ``r_k`` and in the reverse kernel's variance (> 0).
+        resampling / ess_threshold / chunk: as in :func:`invsolve.samplers.afes.afes`.
+    """
+    check_pair(measurement, prior)
+    check_generator(generator)
+    check_smc_options(n_samples, resampling, ess_threshold, chunk)
+    sigma_y = require_gaussian_noise(measurement, "TDS")
+    if not sigma_y > 0:
+        raise ValueError(f"TDS weights the last step by p(y | x_0), which needs sigma_y > 0; got {sigma_y}")
+    if not data_variance > 0:
+        raise ValueError(f"data_variance must be > 0, got {data_variance}")
+    sig = [float(s) for s in schedule(prior, steps, sigmas, rho)]
+    batch = measurement.batch_size
+    meas = replicate(measurement, n_samples)
+    y = measurement.y
+    n_items = n_samples * batch
+    weights = ParticleWeights.uniform(n_samples, batch, y.device)
+    x = sig[0] * randn((n_items, *prior.shape), generator, y.dtype, y.device)
+    log_prev = torch.zeros(n_items, dtype=torch.float64, device=y.device)  # log p~ at the previous particle
+    log_proposal_ratio = torch.zeros_like(log_prev)  # log p(x | x_prev) - log q(x | x_prev)
+    n = len(sig) - 1
+    for i in range(n):
+        sigma, sigma_next = sig[i], sig[i + 1]
+        variance = sigma_y**2 + data_variance * sigma**2 / (data_variance + sigma**2)
+        denoised, log_twist, grad = twist(meas, prior, x, sigma, variance, chunk)
+        weights.reweight(log_twist - log_prev + log_proposal_ratio, i)
+        idx = weights.resample(ess_threshold, resampling, generator)
+        if idx is not None:
+            x, denoised, log_twist, grad = (gather_particles(t, idx) for t in (x, denoised, log_twist, grad))
+        m, v = reverse_kernel(x, denoised, sigma, sigma_next, data_variance)
+        shift = (sigma**2 - sigma_next**2) * grad
+        noise = randn(x.shape, generator, x.dtype, x.device)
+        x_new = m + shift + math.sqrt(v) * noise
+        # log N(x_new; m, v) - log N(x_new; m + shift, v) = (|x_new - m - shift|^2 - |x_new - m|^2) / (2 v)
+        a = (x_new - m - shift).reshape(n_items, -1).double()
+        b = (x_new - m).reshape(n_items, -1).double()
+        log_proposal_ratio = (a.square().sum(1) - b.square().sum(1)) / (2 * v)
+        log_prev = log_twist
+        x = x_new
+        if callback is not None:
+            callback(StepInfo(step=i, total_steps=n, sigma=sigma, x=x, denoised=denoised,
+                              extra={"ess": weights.ess_trace[-1], "log_weights": weights.log_w.clone()}))
+    with torch.no_grad():
+        final = meas.log_likelihood(x).double()
+    weights.reweight(final - log_prev + log_proposal_ratio, "final")
+    diagnostics = {"sigmas": torch.tensor(sig), "data_variance": data_variance, **weights.diagnostics()}
+    return SamplerOutput(samples=split_samples(x, n_samples, batch), nfe=n,
+                         log_weights=weights.log_w.to(y.dtype), diagnostics=diagnostics)
