@@ -189,11 +189,21 @@ class LinearOperator(Operator):
         """Thin SVD ``A = U diag(S) V^T`` on flattened tensors: ``(U (m, k), S (k,), V (n, k))``.
 
         This default builds the dense matrix (:func:`~invsolve.operators.linalg.dense_svd`), so it
-        is for small problems (e.g. 64x64 images); structured operators override it.
+        is for small problems (e.g. 64x64 images); structured operators override it. The result is
+        memoised on the instance and recomputed whenever one of the operator's tensors (buffers,
+        parameters, also of sub-operators) is replaced, moved or modified in place (tracked by
+        ``data_ptr`` and torch's in-place version counter). Treat the returned tensors as read-only.
         """
         from invsolve.operators.linalg import dense_svd
 
-        return dense_svd(self)
+        signature = tuple((t.data_ptr(), t._version, t.dtype, str(t.device), tuple(t.shape))
+                          for t in (*self.buffers(), *self.parameters()))
+        memo = self.__dict__.get("_svd_memo")
+        if memo is not None and memo[0] == signature:
+            return memo[1]
+        result = dense_svd(self)
+        self.__dict__["_svd_memo"] = (signature, result)
+        return result
 
     def operator_norm(self, *, iterations: int = 50, generator: torch.Generator | None = None,
                       dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> float:

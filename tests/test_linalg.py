@@ -93,3 +93,28 @@ def test_matrix_operator_keeps_its_own_svd():
     A = torch.randn(4, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     U, S, V = MatrixOperator(A).svd()
     torch.testing.assert_close(U @ torch.diag(S) @ V.T, A)
+
+
+def test_default_svd_is_memoised_until_the_operator_changes():
+    from invsolve.operators import RealToComplex, SingleCoilMRI
+    import invsolve.operators.linalg as linalg
+
+    mask = torch.zeros(8, 8)
+    mask[:, ::2] = 1
+    op = SingleCoilMRI(mask) @ RealToComplex((1, 8, 8))
+    calls = []
+    original = linalg.dense_svd
+
+    def counting(operator, **kw):
+        calls.append(1)
+        return original(operator, **kw)
+
+    linalg.dense_svd = counting
+    try:
+        first = op.svd()
+        assert op.svd() is first and len(calls) == 1
+        next(iter(op.buffers())).mul_(1.0)  # in-place change of a buffer invalidates the memo
+        op.svd()
+        assert len(calls) == 2
+    finally:
+        linalg.dense_svd = original
