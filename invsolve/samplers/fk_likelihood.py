@@ -19,20 +19,35 @@ which is SPEC section 6's ``g^2/2 (|grad mu_y|^2 - lap mu_y) - v . grad mu_y`` w
 * ``"euler"``: Euler--Maruyama for the guided drift and a left-point rule for the rate, the literal
   discretisation; ``lap U`` exact (``||A||_F^2 / sigma_y^2``) for linear-Gaussian measurements and a
   Hutchinson estimate (Rademacher probes, double backprop) otherwise. Stable only while
-  ``h beta ||A||^2 / sigma_y^2 < 2``, so for informative measurements it needs many small steps.
-* ``"exact"`` (linear operator, Gaussian noise): splitting the dynamics into the prior transport and
-  the guidance-plus-noise part, the latter (drift ``-beta grad U``, all the noise, rate
-  ``1/2 (beta^2 |grad U|^2 - beta lap U)``) is solved exactly: its weighted density is
-  ``e^{-beta U} G_h * (e^{beta U} rho)``, i.e. the particle moves by the tilted Gaussian kernel
-  ``N(x'; m, v I) p(y | x')^beta / Z(m)`` and its weight gains ``Z(m) / p(y | x)^beta``, with
-  ``Z(m) = E_{N(m, v I)}[p(y | x')^beta]`` in closed form (:mod:`invsolve.samplers.spectral_likelihood`).
-  Its small-step expansion is the rate above; it has no stiffness limit. The prior part uses the
-  ancestral (DDPM posterior) kernel ``m = x + (1 - sigma'^2/sigma^2)(D(x) - x)``,
-  ``v = sigma'^2 (1 - sigma'^2/sigma^2)``, which is exact for Gaussian priors, so for those the
-  weighted particles are exact at every step count.
+  ``h beta ||A||^2 / sigma_y^2 < 2``. Its weights are heavy-tailed (the rate grows like ``|grad U|^2``):
+  on a 1-D Gaussian problem over ``sigma^2`` in [0, 1], 400,000 particles keep an ESS of ~20,000 and the
+  weighted variance stays 4% low; it is there for non-Gaussian / nonlinear measurements and as the
+  reference discretisation, over short horizons.
+* ``"exact"`` (linear operator, Gaussian noise): the guidance-plus-noise part of the dynamics (drift
+  ``-beta grad U``, all the noise, rate ``1/2 (beta^2 |grad U|^2 - beta lap U)``) is solved exactly: its
+  weighted density is ``e^{-beta U} G_h * (e^{beta U} rho)``, so the particle moves by the tilted
+  Gaussian kernel ``F(x'|x) = N(x'; m, v I) p(y | x')^beta' / Z_F(m)`` with
+  ``Z_F(m) = E_{N(m, v I)}[p(y | x')^beta']`` in closed form (:mod:`invsolve.samplers.spectral_likelihood`);
+  the step then is an SMC-sampler move (Del Moral, Doucet & Jasra, 2006) with the likelihood-tilted
+  noising kernel ``B(x | x') = N(x; x', h I) p(y | x)^beta / Z_B(x')`` as backward kernel, which gives
+  the weight ``Z_F(m) / Z_B(x')`` once the prior's own ratio
+  ``p_{sigma'}(x') N(x; x', h I) / (p_sigma(x) N(x'; m, v I))`` is taken as 1. Both factors are smooth
+  (no ``1 / p(y | x)``), so the weights stay well spread with no stiffness limit. The unguided kernel
+  is :func:`reverse_kernel`: Tweedie's mean, exact for every prior, and the variance
+  ``sigma'^2 h / sigma^2 + (h / sigma^2)^2 Cov[x_0 | x_sigma]`` with ``Cov[x_0 | x_sigma] ~ c sigma^2 /
+  (c + sigma^2)``, ``c = data_variance``; for isotropic Gaussian priors of variance ``c`` everything is
+  exact at any step count.
 
-Both weights depend on the particle before it moves, so each step reweights, resamples, then moves
-(the fully adapted auxiliary particle filter; Pitt & Shephard, 1999).
+  *Caveat, measured:* along measured directions the likelihood pins the particles, and a relative error
+  ``delta`` in the kernel variance there costs ``delta / 2`` in the log-weight *per step*, which sums to
+  an O(1) bias that does not shrink with more steps. It is common to all particles where ``Cov[x_0 |
+  x_sigma]`` is (locally Gaussian regions), so it mostly shifts the evidence: on a d_x = 8, d_y = 4 GMM
+  problem ``log Z`` is off by +4.3 / +1.7 / -3.2 nats for ``c`` = 0 / 1 / 30 (exact: 1, the components'
+  variance, away from the modes' overlap), and by +1.7 / +1.6 / +1.5 at 250 / 1000 / 2000 steps with
+  ``c = 1``. Set ``data_variance`` to the prior's local variance at the scale of the data.
+
+The ``"euler"`` weight depends on the particle before it moves, ``"exact"`` on the move; each step
+reweights, then resamples.
 
 **The ODE + Langevin variant** moves particles by the probability-flow ODE (DDIM, ``eta = 0``), which
 carries ``p_sigma`` to ``p_sigma'``, so the weight gains ``beta' log p(y | x~) - beta log p(y | x)``;
