@@ -156,7 +156,7 @@ def _init_particles(prior: Prior, like: ParticleLikelihood, sigma0: float, beta0
     if spectral is not None and beta0 > 0:
         zero = torch.zeros(n_items, d, dtype=dtype, device=device)
         noise_k = randn((n_items, spectral.s.shape[0]), generator, dtype, device)
-        x = spectral.tilted_sample(zero, sigma0**2, beta0, noise, noise_k)
+        x, _ = spectral.tilted_sample(zero, sigma0**2, beta0, noise, noise_k)
         log_inc = spectral.tilted_log_normalizer(zero, sigma0**2, beta0)
     else:
         x = sigma0 * noise
@@ -255,9 +255,11 @@ def run_fk_likelihood(
             noise = randn(m.shape, generator, dtype, device)
             if integrator == "exact":
                 noise_k = randn((n_items, spectral.s.shape[0]), generator, dtype, device)
-                log_forward = spectral.tilted_log_normalizer(flat(m), v, beta_next)
-                x = spectral.tilted_sample(flat(m), v, beta_next, flat(noise), noise_k).reshape(m.shape)
-                log_inc = log_forward - spectral.tilted_log_normalizer(flat(x), h, beta)
+                zm = flat(m) @ spectral.V
+                log_forward = spectral.tilted_log_normalizer(flat(m), v, beta_next, coords=zm)
+                x, z = spectral.tilted_sample(flat(m), v, beta_next, flat(noise), noise_k, coords=zm)
+                x = x.reshape(m.shape)
+                log_inc = log_forward - spectral.tilted_log_normalizer(flat(x), h, beta, coords=z)
             else:
                 grad, lap = like.gradient_and_laplacian(x)
                 score = (denoised - x) / sigma**2

@@ -71,31 +71,40 @@ class SpectralLikelihood:
         sq = r.square().sum(1) + self._rows(self.y_perp_sq, n)
         return -0.5 * sq / self.sigma2 - 0.5 * self.d_y * math.log(2 * math.pi * self.sigma2)
 
-    def tilted_log_normalizer(self, m: torch.Tensor, v: float, beta: float) -> torch.Tensor:
-        """``log E_{x' ~ N(m, v I)}[p(y | x')^beta]`` per row of ``m (n, d)``, float64 (0 when ``beta = 0``)."""
+    def tilted_log_normalizer(self, m: torch.Tensor, v: float, beta: float, *,
+                              coords: torch.Tensor | None = None) -> torch.Tensor:
+        """``log E_{x' ~ N(m, v I)}[p(y | x')^beta]`` per row of ``m (n, d)``, float64 (0 when ``beta = 0``).
+
+        ``coords``: ``V^T m`` when already known (saves a ``(n, d) x (d, k)`` product).
+        """
         if beta == 0:
             return torch.zeros(m.shape[0], dtype=torch.float64, device=m.device)
         n = m.shape[0]
         c = self.sigma2 / beta
         var = (c + v * self.s.double().square())  # (k,)
-        r = self._rows(self.y_bar, n).double() - (m @ self.V).double() * self.s.double()
+        zm = m @ self.V if coords is None else coords
+        r = self._rows(self.y_bar, n).double() - zm.double() * self.s.double()
         per_coord = -0.5 * r.square() / var - 0.5 * torch.log(var) + 0.5 * math.log(c)  # the 2 pi's cancel
         const = -0.5 * beta * self.d_y * math.log(2 * math.pi * self.sigma2)
         return const - 0.5 * beta * self._rows(self.y_perp_sq, n) / self.sigma2 + per_coord.sum(1)
 
     def tilted_sample(self, m: torch.Tensor, v: float, beta: float, noise: torch.Tensor,
-                      noise_k: torch.Tensor) -> torch.Tensor:
-        """A draw from ``N(x'; m, v I) p(y | x')^beta`` (normalised); ``noise (n, d)``, ``noise_k (n, k)`` standard normal."""
+                      noise_k: torch.Tensor, *, coords: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A draw ``x'`` from ``N(x'; m, v I) p(y | x')^beta`` (normalised) and its coordinates ``V^T x'``.
+
+        ``noise (n, d)``, ``noise_k (n, k)`` standard normal; ``coords``: ``V^T m`` when already known.
+        """
+        zm = m @ self.V if coords is None else coords
         x = m + math.sqrt(v) * noise
+        zx = zm + math.sqrt(v) * (noise @ self.V)
         if beta == 0:
-            return x
+            return x, zx
         n = m.shape[0]
         c = self.sigma2 / beta
-        zm = m @ self.V
         denom = c + v * self.s.square()
         mean = zm + v * self.s * (self._rows(self.y_bar, n) - self.s * zm) / denom
         z = mean + (v * c / denom).sqrt() * noise_k
-        return x + (z - x @ self.V) @ self.V.T
+        return x + (z - zx) @ self.V.T, z
 
     def ou_flow(self, x: torch.Tensor, delta: float, beta: float, noise: torch.Tensor,
                 noise_k: torch.Tensor) -> torch.Tensor:
