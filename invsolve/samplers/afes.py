@@ -3,9 +3,9 @@
 Posterior sampling with a diffusion prior and *no* approximation of ``p(y | x_sigma)``: the
 intermediate targets are the prior's diffused marginals tilted by the likelihood evaluated at the
 particle, ``q_sigma(x) ∝ p_sigma(x) p(y | x)``, which at ``sigma = 0`` is the posterior. The paper
-derives the PDE these targets obey (their Section 3): the reverse diffusion with the extra drift
-``-g^2 grad mu_y`` (``mu_y = -log p(y | x)``) plus a reweighting term, simulated by a weighted particle
-system whose error is bounded by the score error and ``1 / N`` (their Theorem 4.1). The particle
+derives the PDE these targets obey: the reverse diffusion with the extra drift ``-g^2 grad mu_y``
+(``mu_y = -log p(y | x)``) plus a reweighting term, simulated by a weighted particle system whose
+error it bounds by the score error and the number of particles. The particle
 mechanics, the weight rate and both integrators are in :mod:`invsolve.samplers.fk_likelihood`.
 
 * ``variant="sde"``: the guided reverse SDE with the Feynman--Kac weight rate.
@@ -75,9 +75,15 @@ def afes(
         resampling / ess_threshold: ``"systematic"`` or ``"multinomial"``, when ``ESS <= threshold * N``.
         chunk: largest batch passed to the network at once (memory bound); None = all particles.
         hutchinson_probes: probes of the Laplacian estimate (``"euler"`` with non-Gaussian or nonlinear models).
+        data_variance: ``c`` in the variance of the unguided reverse kernel,
+            :func:`invsolve.samplers.fk_likelihood.reverse_kernel` (the prior's local variance).
 
     ``diagnostics`` holds the ESS trace, the resampling count and ``log_evidence`` (the estimate of
-    ``log p(y)``; exact in expectation of ``p(y)`` for a Gaussian-matched start).
+    ``log p(y)``; unbiased for ``p(y)`` with isotropic Gaussian priors of variance ``data_variance``,
+    otherwise biased by the kernel-variance mismatch measured in :mod:`invsolve.samplers.fk_likelihood`).
+
+    With thousands of measured directions (64x64 CT / MRI) the weights collapse to a single particle
+    at CPU-scale ``N``; see ``experiments/results/smc_images.md``.
     """
     check_pair(measurement, prior)
     check_generator(generator)
