@@ -16,7 +16,7 @@ steps. Reported per task and sampler:
 One figure per task (first phantom): truth, measurement baseline, then per sampler the mean, the std
 and |mean - truth|.
 
-    OMP_NUM_THREADS=2 .venv/bin/python experiments/smc_images.py --out experiments/results/smc_images.md
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/smc_images.py --out experiments/results/smc_images.md
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from invsolve._atomic import write_text_atomic
 from invsolve.demo import DEMO_DPS_ZETA
 from invsolve.metrics import iid_interval_coverage, interval_coverage, psnr, ssim
 from invsolve.priors.default import load_default_prior
-from invsolve.samplers import afes, dps
+from invsolve.samplers import afes, dps, weighted_moments
 from invsolve.tasks import EVALUATION_SEED, phantoms, standard_tasks
 
 DATA_VARIANCE = 0.16  # sigma_data^2 of the default prior
@@ -41,11 +41,10 @@ DATA_VARIANCE = 0.16  # sigma_data^2 of the default prior
 
 def summarize(truth: torch.Tensor, samples: torch.Tensor, weights: torch.Tensor) -> dict:
     """Metrics of one weighted sample set ``(N, 1, H, W)`` against ``truth (1, H, W)``."""
-    mean = (weights.reshape(-1, 1, 1, 1) * samples).sum(0)
-    var = (weights.reshape(-1, 1, 1, 1) * (samples - mean).square()).sum(0)
+    mean, std = weighted_moments(samples, weights.log())  # std with the 1/N (weighted) divisor
     return {"psnr": float(psnr(mean[None], truth[None])), "ssim": float(ssim(mean[None], truth[None])),
-            "std": float(var.sqrt().mean()), "coverage": interval_coverage(truth, samples, weights, 0.9),
-            "mean": mean, "std_map": var.sqrt()}
+            "std": float(std.mean()), "coverage": interval_coverage(truth, samples, weights, 0.9),
+            "mean": mean, "std_map": std}
 
 
 def figure(path: Path, task_name: str, truth, baseline, maps: dict) -> None:
@@ -149,7 +148,7 @@ def render(store: dict, args, tasks) -> str:
             lines.append(f"| {task.name} | {name} | {avg('psnr'):.2f} | {avg('ssim'):.3f} | {avg('std'):.4f} | "
                          f"{avg('coverage'):.3f} ({ideal[n]:.3f}) | {ess} | {avg('wall_s'):.0f} |")
     lines += ["", f"Figures: `{Path(args.out).with_suffix('').name}/<task>.png`.", "",
-              f"Command: `OMP_NUM_THREADS=2 .venv/bin/python experiments/smc_images.py --phantoms {args.phantoms} "
+              f"Command: `OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python experiments/smc_images.py --phantoms {args.phantoms} "
               f"--particles {args.particles} --dps-samples {args.dps_samples} --steps {args.steps} --tasks '{args.tasks}'`",
               ""]
     return "\n".join(lines)

@@ -18,6 +18,15 @@ import torch
 MAX_DENSE_SIZE = 8192
 
 
+def _basis_chunks(size: int, shape, chunk: int, dtype: torch.dtype, device):
+    """The standard basis of ``R^size``, ``chunk`` vectors at a time, each batch shaped ``(n, *shape)``."""
+    for start in range(0, size, chunk):
+        stop = min(start + chunk, size)
+        basis = torch.zeros(stop - start, size, dtype=dtype, device=device)
+        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        yield basis.reshape(-1, *shape)
+
+
 def dense_matrix(operator, *, chunk: int = 512, dtype: torch.dtype | None = None) -> torch.Tensor:
     """The ``(m, n)`` matrix of a linear operator on flattened tensors (``m = prod(y_shape)``).
 
@@ -34,12 +43,9 @@ def dense_matrix(operator, *, chunk: int = 512, dtype: torch.dtype | None = None
     shape = operator.x_shape if use_forward else operator.y_shape
     apply = operator.A if use_forward else operator.A_adjoint
     cols = []
-    for start in range(0, size, chunk):
-        stop = min(start + chunk, size)
-        basis = torch.zeros(stop - start, size, dtype=dtype, device=device)
-        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+    for basis in _basis_chunks(size, shape, chunk, dtype, device):
         with torch.no_grad():
-            cols.append(apply(basis.reshape(-1, *shape)).reshape(stop - start, -1))
+            cols.append(apply(basis).reshape(basis.shape[0], -1))
     stacked = torch.cat(cols, dim=0)  # (n, m) = A^T when built from A, (m, n) = A when built from A^T
     return stacked.T.contiguous() if use_forward else stacked
 
@@ -88,10 +94,7 @@ def frobenius_norm_sq(operator, *, chunk: int = 512) -> float:
     dtype = operator.dtype or torch.float64
     n = math.prod(operator.x_shape)
     total = 0.0
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        basis = torch.zeros(stop - start, n, dtype=dtype, device=operator.device)
-        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+    for basis in _basis_chunks(n, operator.x_shape, chunk, dtype, operator.device):
         with torch.no_grad():
-            total += float(operator.A(basis.reshape(-1, *operator.x_shape)).double().square().sum())
+            total += float(operator.A(basis).double().square().sum())
     return total

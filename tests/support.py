@@ -5,6 +5,7 @@ import math
 import torch
 
 from invsolve.operators import LinearOperator
+from invsolve.priors import GaussianMixturePrior
 
 
 class Subsample(LinearOperator):
@@ -27,3 +28,11 @@ class Subsample(LinearOperator):
         k, d = len(self.index), math.prod(self.x_shape)
         V = torch.eye(d, dtype=torch.float64)[:, self.index]
         return torch.eye(k, dtype=torch.float64), torch.ones(k, dtype=torch.float64), V
+
+
+def cardoso_gmm(d: int, seed: int) -> GaussianMixturePrior:
+    """The 25-component GMM prior of Cardoso et al. (2024) in ``R^d``, weights drawn from ``seed`` (float64)."""
+    grid = [(i, j) for i in range(-2, 3) for j in range(-2, 3)]
+    means = torch.tensor([[-8.0 * i, -8.0 * j] * (d // 2) for i, j in grid], dtype=torch.float64)
+    w = torch.randn(25, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).square()
+    return GaussianMixturePrior(w, means, 1.0)

@@ -9,18 +9,11 @@ from invsolve import GaussianNoise, Measurement, SamplerOutput, StepInfo
 from invsolve.exact_posterior import exact_posterior
 from invsolve.metrics import sliced_wasserstein, sliced_wasserstein_floor
 from invsolve.operators import MatrixOperator, Operator
-from invsolve.priors import DenoiserPrior, GaussianMixturePrior, GaussianPrior
+from invsolve.priors import DenoiserPrior, GaussianPrior
 from invsolve.samplers import ddrm, dps, edm_sample, edm_sigmas, exact, pigdm, unconditional
-from support import Subsample
+from support import Subsample, cardoso_gmm
 
 F64 = torch.float64
-
-
-def cardoso_gmm(d: int, seed: int) -> GaussianMixturePrior:
-    grid = [(i, j) for i in range(-2, 3) for j in range(-2, 3)]
-    means = torch.tensor([[-8.0 * i, -8.0 * j] * (d // 2) for i, j in grid], dtype=F64)
-    w = torch.randn(25, generator=torch.Generator().manual_seed(seed), dtype=F64).square()
-    return GaussianMixturePrior(w, means, 1.0)
 
 
 def gmm_problem(sigma_y: float, d: int = 8, m: int = 2, seed: int = 0):

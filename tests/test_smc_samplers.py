@@ -19,10 +19,11 @@ from invsolve import GaussianNoise, Measurement, PoissonNoise
 from invsolve.exact_posterior import exact_posterior
 from invsolve.metrics import sliced_wasserstein
 from invsolve.operators import MatrixOperator, Operator, dense_matrix, frobenius_norm_sq
-from invsolve.priors import GaussianMixturePrior, GaussianPrior
+from invsolve.priors import GaussianPrior
 from invsolve.samplers import afes, exact, fkc, tds
 from invsolve.samplers.fk_likelihood import ParticleLikelihood
 from invsolve.samplers.particles import WeightDegeneracyError
+from support import cardoso_gmm
 
 F64 = torch.float64
 C = 1.5  # the Gaussian prior's variance; data_variance = C makes the reverse kernels exact
@@ -92,13 +93,6 @@ def test_tds_log_evidence_is_consistent_for_a_broad_likelihood():
                     .diagnostics["log_evidence"][0]) - exact_log_z for s in range(6)]
     se = statistics.stdev(errors) / math.sqrt(len(errors))
     assert abs(statistics.mean(errors)) < 4 * se + 0.01, errors
-
-
-def cardoso_gmm(d: int, seed: int) -> GaussianMixturePrior:
-    grid = [(i, j) for i in range(-2, 3) for j in range(-2, 3)]
-    means = torch.tensor([[-8.0 * i, -8.0 * j] * (d // 2) for i, j in grid], dtype=F64)
-    w = torch.randn(25, generator=gen(seed), dtype=F64).square()
-    return GaussianMixturePrior(w, means, 1.0)
 
 
 def test_gmm_sliced_wasserstein_falls_as_particles_grow():

@@ -44,7 +44,7 @@ SAMPLERS = {
 }
 
 
-def run_cell(name: str, problem, ref: torch.Tensor, n: int, directions: int) -> dict:
+def run_cell(name: str, problem, ref: torch.Tensor, exact_log_z: float, n: int, directions: int) -> dict:
     fn, _, settings = SAMPLERS[name]
     gen = gmm.stream(problem.seed, 100 + 10 * list(SAMPLERS).index(name) + int(math.log2(n)))
     t0 = time.perf_counter()
@@ -52,7 +52,6 @@ def run_cell(name: str, problem, ref: torch.Tensor, n: int, directions: int) -> 
     wall = time.perf_counter() - t0
     sw = sliced_wasserstein(out.samples[:, 0], ref, directions, gmm.directions_generator(problem.seed),
                             a_weights=out.weights[:, 0])
-    exact_log_z = float(log_evidence(problem.measurement, problem.prior)[0])
     return {"sw": sw, "log_z_error": float(out.diagnostics["log_evidence"][0]) - exact_log_z,
             "min_ess": float(out.diagnostics["ess"].min()) if out.diagnostics["ess"].numel() else float(n),
             "wall_s": wall, "nfe": out.nfe}
@@ -76,10 +75,11 @@ def evaluate(args, store: dict, json_path: Path, md_path: Path) -> None:
                     if problem is None:
                         problem = gmm.make_problem(d_x, d_y, gmm.problem_seed(False, d_x, d_y, idx))
                         ref, _ = gmm.reference_sets(problem, args.reference, args.directions)
+                        exact_log_z = float(log_evidence(problem.measurement, problem.prior)[0])
                     if fkey not in store["floors"]:
                         store["floors"][fkey] = floor_at(problem, ref, n, args.directions)
                     for s in todo:
-                        res = run_cell(s, problem, ref, n, args.directions)
+                        res = run_cell(s, problem, ref, exact_log_z, n, args.directions)
                         store["records"][gmm.key(s, d_x, d_y, idx, n)] = res
                         print(f"d_x={d_x} d_y={d_y} #{idx} N={n} {s}: SW {res['sw']:.3f} "
                               f"(floor {store['floors'][fkey]:.3f}) dlogZ {res['log_z_error']:+.3f} "

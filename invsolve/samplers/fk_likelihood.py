@@ -108,14 +108,17 @@ class ParticleLikelihood:
         self.spectral = spectral
         self.probes = hutchinson_probes
         self.generator = generator
-        self._exact_laplacian: float | None = None
-        if is_linear_gaussian(measurement):
-            sigma2 = measurement.sigma_y**2
-            if spectral is not None:
-                fro = float(spectral.s.double().square().sum())
-            else:
-                fro = frobenius_norm_sq(measurement.operator)
-            self._exact_laplacian = -fro / sigma2
+        self.linear_gaussian = is_linear_gaussian(measurement)
+        self._exact_laplacian: float | None = None  # computed on first use (n operator calls without an SVD)
+
+    def exact_laplacian(self) -> float:
+        """``lap log p(y | x) = -||A||_F^2 / sigma_y^2`` (linear-Gaussian measurements only)."""
+        if self._exact_laplacian is None:
+            meas = self.measurement
+            fro = (float(self.spectral.s.double().square().sum()) if self.spectral is not None
+                   else frobenius_norm_sq(meas.operator))
+            self._exact_laplacian = -fro / meas.sigma_y**2
+        return self._exact_laplacian
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         if self.spectral is not None:
@@ -130,8 +133,8 @@ class ParticleLikelihood:
 
     def gradient_and_laplacian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``grad_x log p(y | x)`` (shape of ``x``) and its Laplacian ``(n,)`` float64."""
-        if self._exact_laplacian is not None:
-            return self.gradient(x), torch.full((x.shape[0],), self._exact_laplacian, dtype=torch.float64, device=x.device)
+        if self.linear_gaussian:
+            return self.gradient(x), torch.full((x.shape[0],), self.exact_laplacian(), dtype=torch.float64, device=x.device)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.measurement.log_likelihood(xg).sum(), xg, create_graph=True)

@@ -26,18 +26,13 @@ from collections.abc import Callable
 import torch
 
 from invsolve.measurement import Measurement
+from invsolve.noise import GaussianNoise
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import check_generator, check_pair, randn, replicate, require_gaussian_noise, split_samples
 from invsolve.samplers.edm import schedule
 from invsolve.samplers.fk_likelihood import reverse_kernel
 from invsolve.samplers.output import SamplerOutput, StepInfo
 from invsolve.samplers.particles import ParticleWeights, check_smc_options, gather_particles
-
-
-def gaussian_log_density(residual: torch.Tensor, variance: float) -> torch.Tensor:
-    """``log N(r; 0, variance I)`` per item of ``residual (n, ...)``, float64."""
-    r = residual.reshape(residual.shape[0], -1).double()
-    return -0.5 * r.square().sum(1) / variance - 0.5 * r.shape[1] * math.log(2 * math.pi * variance)
 
 
 def twist(measurement: Measurement, prior: Prior, x: torch.Tensor, sigma: float, variance: float,
@@ -50,7 +45,8 @@ def twist(measurement: Measurement, prior: Prior, x: torch.Tensor, sigma: float,
             xc = x[start:start + step].detach().requires_grad_(True)
             d = prior.denoise(xc, sigma)
             y = measurement.y if measurement.batch_size == 1 else measurement.y[start:start + step]
-            log_twist = gaussian_log_density(y - measurement.operator.A(d), variance)
+            # in float64: the log-weights are differences of large sums
+            log_twist = GaussianNoise(math.sqrt(variance)).log_likelihood(y.double(), measurement.operator.A(d).double())
             (grad,) = torch.autograd.grad(log_twist.sum(), xc)
         outs.append((d.detach(), log_twist.detach(), grad))
     return tuple(torch.cat(parts, dim=0) for parts in zip(*outs))
