@@ -1,0 +1,199 @@
+"""``invsolve reconstruct``: one input file -> operator -> sampler -> mean and std files.
+
+Inputs (by suffix):
+
+- NIfTI (``.nii``, ``.nii.gz``): the volume is the ground truth; every slice of the chosen plane is
+  measured with the operator (simulated, seeded) and reconstructed with the 2D prior. Outputs in
+  NIfTI keep the input's grid, affine and header (:func:`invsolve.datasets.nifti.write_nifti`);
+  intensities are mapped to [0, 1] by the volume's percentile window and back.
+- fastMRI HDF5 (``.h5``): the k-space is undersampled retrospectively with the operator's mask
+  (``mri`` only) and each slice reconstructed; the fully sampled data give the reference.
+- images (``.png``, ``.jpg``, ``.tif``, ``.bmp``, ``.npy``): one grayscale slice, measured as NIfTI slices are.
+
+Outputs (by suffix): ``.nii`` / ``.nii.gz`` (NIfTI inputs: ``OUT`` holds the mean, ``OUT_std`` the
+posterior std), ``.h5`` (datasets ``reconstruction`` (slices, H, W), the fastMRI submission layout,
+and ``reconstruction_std``), ``.png`` (one slice: ``OUT`` the mean, ``OUT_std`` the std, each scaled
+to its own range, recorded in the sidecar). Beside every output, ``OUT.json`` records the settings,
+seeds, versions and the metrics against the reference. Nothing is written until everything is
+computed; each file is written atomically; existing outputs are refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from invsolve._atomic import atomic_path, write_text_atomic
+from invsolve.metrics import nmse, psnr, ssim
+from invsolve.pipeline.items import IMAGE_SUFFIXES, ItemRef, list_items, restore_geometry
+from invsolve.pipeline.operator_specs import parse_operator_spec
+from invsolve.pipeline.sampler_specs import parse_method_spec
+from invsolve.study.cases import Case
+from invsolve.study.config import DatasetSpec, PriorSpec, StudyConfig
+from invsolve.study.runner import CaseRunner, versions
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+OUTPUT_SUFFIXES = (".nii", ".nii.gz", ".h5", ".png")
+
+
+@dataclass
+class ReconstructionReport:
+    outputs: list[Path]
+    metrics: dict[str, float]
+    records: list[dict] = field(default_factory=list)
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _input_kind(path: Path) -> str:
+    suffix = _suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        return "nifti"
+    if suffix == ".h5":
+        return "fastmri"
+    if suffix in IMAGE_SUFFIXES:
+        return "images"
+    raise ValueError(f"input {path} has an unsupported type {suffix!r}; expected NIfTI (.nii, .nii.gz), "
+                     f"fastMRI HDF5 (.h5) or an image ({', '.join(IMAGE_SUFFIXES)})")
+
+
+def output_paths(out: Path) -> tuple[Path, Path | None, Path]:
+    """``(mean, std or None when it shares the mean's file, sidecar json)`` for an output path."""
+    suffix = _suffix(out)
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(f"output {out} must end in one of {', '.join(OUTPUT_SUFFIXES)}")
+    stem = out.name[: -len(suffix)]
+    std = None if suffix == ".h5" else out.with_name(f"{stem}_std{suffix}")
+    return out, std, out.with_name(f"{stem}.json")
+
+
+def reconstruct_file(
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    operator: str,
+    sampler: str = "dps",
+    steps: int | None = None,
+    samples: int = 4,
+    seed: int = 0,
+    device: str = "cpu",
+    prior: str | None = None,
+    resize: str = "none",
+    volume: int | None = None,
+    plane: str = "axial",
+    slices: Any = "all",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ReconstructionReport:
+    """Reconstruct ``input_path`` and write the mean and std to ``out`` (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    source, out = Path(input_path), Path(out)
+    if not source.is_file():
+        raise FileNotFoundError(f"input {source} does not exist")
+    kind = _input_kind(source)
+    mean_path, std_path, sidecar = output_paths(out)
+    if _suffix(out) in NIFTI_SUFFIXES and kind != "nifti":
+        raise ValueError(f"NIfTI output needs a NIfTI input (its header is copied); write {kind} results to .h5")
+    for path in (mean_path, std_path, sidecar):
+        if path is not None and path.exists() and not overwrite:
+            raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
+    options: dict[str, Any] = {"path": str(source), "resize": resize}
+    if kind in ("nifti", "fastmri"):
+        options["slices"] = slices
+    if kind == "nifti":
+        from invsolve.datasets.nifti import n_volumes
+
+        count = n_volumes(source)
+        if count > 1 and volume is None:
+            raise ValueError(f"{source} is 4D with {count} volumes; pass --volume INDEX (0..{count - 1}) or --volume all")
+        options.update({"plane": plane, **({"volume": volume} if volume is not None else {})})
+    dataset = DatasetSpec(kind, tuple(sorted(options.items())))
+    op_spec = parse_operator_spec(operator)
+    method = parse_method_spec(sampler, steps=steps, samples=samples)
+    prior_spec = PriorSpec("default") if prior is None else PriorSpec(Path(prior).stem, str(prior))
+    config = StudyConfig(dataset, (op_spec,), (prior_spec,), (method,), (seed,), device=device, figures=False)
+    items = list_items(dataset)
+    if _suffix(out) == ".png" and len(items) != 1:
+        raise ValueError(f"PNG output holds one slice but the input has {len(items)}; pass --slices middle "
+                         "(or one index) or write .h5 / .nii.gz")
+    runner = CaseRunner(config, torch.device(device))
+    records, arrays = [], []
+    for item in tqdm(items, desc="reconstruct", disable=not progress):
+        record, a = runner.run(Case(item, op_spec, prior_spec, method, seed))
+        records.append(record)
+        arrays.append(a)
+    stack = {name: np.stack([a[name] for a in arrays]) for name in ("mean", "std", "truth")}
+    metrics = {"psnr": psnr(stack["truth"], stack["mean"]), "ssim": ssim(stack["truth"], stack["mean"]),
+               "nmse": nmse(stack["truth"], stack["mean"])}
+    outputs = _write_outputs(kind, items, records, stack, dataset, mean_path, std_path)
+    side = {"input": str(source), "outputs": [str(p) for p in outputs], "operator": op_spec.text,
+            "sampler": method.as_dict(), "prior": prior_spec.path or "default", "seed": seed, "device": device,
+            "metrics_vs_reference": metrics, "reference": "fully sampled k-space" if kind == "fastmri" else "input",
+            "slices": [{k: r[k] for k in ("item", "psnr", "ssim", "nmse", "mean_std", "nfe", "seconds",
+                                          "noise_seed", "sampler_seed", "scale")} for r in records],
+            "versions": versions()}
+    if _suffix(out) == ".png":
+        side["png_ranges"] = {"mean": [0.0, float(stack["truth"].max())], "std": [0.0, float(np.nanmax(stack["std"]))]}
+    write_text_atomic(sidecar, json.dumps(side, indent=1))
+    return ReconstructionReport(outputs + [sidecar], metrics, records)
+
+
+def _write_outputs(kind: str, items: list[ItemRef], records: list[dict], stack: dict[str, np.ndarray],
+                   dataset: DatasetSpec, mean_path: Path, std_path: Path | None) -> list[Path]:
+    suffix = _suffix(mean_path)
+    if suffix in NIFTI_SUFFIXES:
+        return _write_nifti(items, records, stack, dataset, mean_path, std_path)
+    if suffix == ".h5":
+        import h5py
+
+        with atomic_path(mean_path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("reconstruction", data=stack["mean"].astype(np.float32))
+                f.create_dataset("reconstruction_std", data=stack["std"].astype(np.float32))
+                f.attrs["slices"] = [r["item"] for r in records]
+        return [mean_path]
+    from skimage.io import imsave
+
+    paths = []
+    for path, image, top in ((mean_path, stack["mean"][0], float(stack["truth"].max()) or 1.0),
+                             (std_path, np.nan_to_num(stack["std"][0]), float(np.nanmax(stack["std"])) or 1.0)):
+        pixels = np.clip(image / top, 0.0, 1.0)  # display scaling only; the range is in the sidecar
+        with atomic_path(path) as tmp:
+            imsave(str(tmp), (pixels * 255).round().astype(np.uint8), check_contrast=False, extension=".png")
+        paths.append(path)
+    return paths
+
+
+def _write_nifti(items, records, stack, dataset, mean_path: Path, std_path: Path) -> list[Path]:
+    from invsolve.datasets.nifti import from_slices, read_nifti, slice_axis, write_nifti
+
+    groups = list(dict.fromkeys(r["volume"] for r in records))
+    source = read_nifti(dataset.get("path"), volume=groups[0] if len(groups) == 1 else 0)
+    axis = slice_axis(source, dataset.get("plane", "axial"))
+    n = source.shape[axis]
+    volumes = {"mean": [], "std": []}
+    for v in groups:
+        rows = [i for i, r in enumerate(records) if r["volume"] == v]
+        if len(rows) != n:
+            raise ValueError(f"NIfTI output needs every slice of the volume ({n}), got {len(rows)}; "
+                             "drop --slices or write .h5")
+        lo, hi = records[rows[0]]["window"]
+        shape = tuple(records[rows[0]]["original_shape"])
+        for name, offset in (("mean", lo), ("std", 0.0)):
+            planes = [restore_geometry(torch.from_numpy(stack[name][i]), shape).numpy() for i in rows]
+            volumes[name].append(from_slices(np.stack(planes)[:, None], axis, source.shape[:3]) * (hi - lo) + offset)
+    paths = []
+    for name, path in (("mean", mean_path), ("std", std_path)):
+        data = volumes[name][0] if len(groups) == 1 else np.stack(volumes[name], axis=-1)
+        paths.append(write_nifti(path, data.astype(np.float32), like=source, dtype="float32", overwrite=True))
+    return paths
+

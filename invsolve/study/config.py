@@ -1,0 +1,200 @@
+"""Study configuration: a YAML file parsed into checked, immutable specs.
+
+```yaml
+name: knee-4x                      # optional, used in titles
+dataset:
+  kind: fastmri                    # phantoms | shepp-logan | nifti | fastmri | images
+  path: /data/multicoil_val        # nifti / fastmri / images: a folder or one file
+  slices: all                      # all | middle | [0, 3, 7] | {start: 0, stop: 20, step: 2}
+  resize: none                     # none | prior: how data of another resolution meet the prior
+  max_items: null                  # at most this many slices in total (files in sorted order)
+operators: ["mri:acceleration=4", {kind: mri, acceleration: 8}]
+priors: [default]                  # default | {path: runs/x/prior.pt, name: x}
+samplers: [baseline, {name: dps, steps: 100, samples: 4}]
+seeds: [0]
+device: cpu
+figures: true                      # one PNG per case (truth, mean, std, error) plus a summary plot
+```
+
+Phantom datasets take ``count``, ``seed`` (the stream; default the held-out evaluation stream)
+and ``size`` (default: the prior's); NIfTI datasets ``volume`` (index or ``all`` for 4D files),
+``plane`` (axial, coronal, sagittal) and ``percentiles`` (intensity window mapped to [0, 1]).
+Every field is checked here, before any case runs; a mistake names the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from invsolve.pipeline.operator_specs import OperatorSpec, parse_operator_spec
+from invsolve.pipeline.sampler_specs import MethodSpec, parse_method_spec
+
+DATASET_KINDS = ("phantoms", "shepp-logan", "nifti", "fastmri", "images")
+_DATASET_FIELDS = {
+    "phantoms": {"count", "seed", "size"},
+    "shepp-logan": {"size"},
+    "nifti": {"path", "slices", "volume", "plane", "resize", "percentiles", "max_items"},
+    "fastmri": {"path", "slices", "resize", "max_items"},
+    "images": {"path", "resize", "max_items"},
+}
+_TOP_LEVEL = {"name", "dataset", "operators", "priors", "samplers", "seeds", "device", "figures"}
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """``default`` (the shipped prior) or a prior file written by ``invsolve train-prior``."""
+
+    name: str
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    kind: str
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    dataset: DatasetSpec
+    operators: tuple[OperatorSpec, ...]
+    priors: tuple[PriorSpec, ...]
+    samplers: tuple[MethodSpec, ...]
+    seeds: tuple[int, ...] = (0,)
+    name: str = "study"
+    device: str = "cpu"
+    figures: bool = True
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def canonical(self) -> dict[str, Any]:
+        """Everything that defines the results (not the device), as plain JSON-able data."""
+        return {
+            "dataset": {"kind": self.dataset.kind, **dict(self.dataset.options)},
+            "operators": [o.text for o in self.operators],
+            "priors": [{"name": p.name, "path": p.path} for p in self.priors],
+            "samplers": [s.as_dict() for s in self.samplers],
+            "seeds": list(self.seeds),
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of :meth:`canonical`: a rerun resumes only a study with the same fingerprint."""
+        text = json.dumps(self.canonical(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _as_list(value: Any, what: str) -> list:
+    if value is None:
+        raise ValueError(f"study config needs '{what}' (a list)")
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise ValueError(f"study config: '{what}' must not be empty")
+    return items
+
+
+def _dataset(raw: Any) -> DatasetSpec:
+    if not isinstance(raw, Mapping) or "kind" not in raw:
+        raise ValueError(f"study config: 'dataset' must be a mapping with a 'kind' (one of {list(DATASET_KINDS)})")
+    options = dict(raw)
+    kind = str(options.pop("kind")).lower()
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"study config: unknown dataset kind {kind!r}; choose from {list(DATASET_KINDS)}")
+    unknown = sorted(set(options) - _DATASET_FIELDS[kind])
+    if unknown:
+        raise ValueError(f"study config: dataset kind {kind!r} takes no {unknown}; it takes {sorted(_DATASET_FIELDS[kind])}")
+    if "path" in _DATASET_FIELDS[kind]:
+        if "path" not in options:
+            raise ValueError(f"study config: dataset kind {kind!r} needs a 'path'")
+        options["path"] = str(options["path"])
+    resize = options.get("resize", "none")
+    if resize not in ("none", "prior"):
+        raise ValueError(f"study config: dataset.resize must be 'none' or 'prior', got {resize!r}")
+    for key in ("count", "max_items", "size"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"study config: dataset.{key} must be a positive integer, got {value!r}")
+    _check_slices(options.get("slices", "all"))
+    return DatasetSpec(kind, tuple(sorted(options.items())))
+
+
+def _check_slices(slices: Any) -> None:
+    if slices in ("all", "middle"):
+        return
+    if isinstance(slices, Mapping) and set(slices) <= {"start", "stop", "step"}:
+        return
+    if isinstance(slices, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in slices):
+        return
+    raise ValueError(f"study config: dataset.slices must be 'all', 'middle', a list of indices or "
+                     f"{{start, stop, step}}, got {slices!r}")
+
+
+def _prior(raw: Any) -> PriorSpec:
+    if raw == "default":
+        return PriorSpec("default")
+    if isinstance(raw, str):
+        return PriorSpec(Path(raw).stem, raw)
+    if isinstance(raw, Mapping) and "path" in raw and set(raw) <= {"path", "name"}:
+        return PriorSpec(str(raw.get("name") or Path(str(raw["path"])).stem), str(raw["path"]))
+    raise ValueError(f"study config: a prior is 'default', a path or {{path, name}}, got {raw!r}")
+
+
+def _seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"study config: seeds must be non-negative integers, got {value!r}")
+    return value
+
+
+def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None) -> StudyConfig:
+    """Check a config mapping; ``steps`` / ``seed`` override every sampler's steps / the seed list."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"study config must be a mapping (YAML keys), got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _TOP_LEVEL)
+    if unknown:
+        raise ValueError(f"study config: unknown key(s) {unknown}; allowed: {sorted(_TOP_LEVEL)}")
+    operators = tuple(parse_operator_spec(o) for o in _as_list(raw.get("operators"), "operators"))
+    samplers = []
+    for s in _as_list(raw.get("samplers"), "samplers"):
+        spec = parse_method_spec(s)
+        if steps is not None and spec.name not in ("baseline", "tv"):
+            spec = MethodSpec(spec.name, steps, spec.samples, spec.hyper)
+        samplers.append(spec)
+    seeds = (seed,) if seed is not None else tuple(_seed(s) for s in _as_list(raw.get("seeds", [0]), "seeds"))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"study config: seeds must be distinct, got {list(seeds)}")
+    labels = [s.label for s in samplers]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"study config: the samplers list repeats a method with the same settings: {labels}")
+    return StudyConfig(
+        dataset=_dataset(raw.get("dataset")),
+        operators=operators,
+        priors=tuple(_prior(p) for p in _as_list(raw.get("priors", ["default"]), "priors")),
+        samplers=tuple(samplers),
+        seeds=seeds,
+        name=str(raw.get("name", "study")),
+        device=str(raw.get("device", "cpu")),
+        figures=bool(raw.get("figures", True)),
+        raw=dict(raw),
+    )
+
+
+def load_config(path: str | Path, **overrides: Any) -> StudyConfig:
+    """Read and check a YAML study config (see the module docstring)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"study config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_config(raw, **overrides)
+

@@ -1,0 +1,235 @@
+"""Run a study: every case once, resumable, sharded across ``torchrun`` processes, then one merged report.
+
+Output folder (every file written atomically: a temporary file, then a rename)::
+
+    config.yaml        the config as given, and its canonical form
+    manifest.json      fingerprint of the config, versions, machine, seeds policy, case count, times
+    cases/<id>.json    one record per finished case (written last: its presence means "done")
+    cases/<id>.npz     mean, std and truth of the case, in the data's units
+    figures/<id>.png   truth, posterior mean, std and error of the case (``figures: true``)
+    logs/rank<r>.jsonl what each process started and finished (proves each case ran exactly once)
+    results.csv/.md    one row per case, in case order; summary.md and figures/summary.png
+    volumes.csv/.md    per-volume metrics exactly as ``fastmri.evaluate`` computes them
+    submission/<run>/  fastMRI datasets: reconstructions in the submission layout, ``targets/`` the
+                       matching ground truth, so ``python -m fastmri.evaluate`` scores a run directly
+    volumes/<run>/     NIfTI datasets: reconstructed volumes (mean and std) with the input's header
+
+A rerun with the same config skips the cases whose record exists and rebuilds the merged files from
+all records, so an interruption loses at most the cases in flight and no row is ever duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from invsolve._atomic import atomic_path, write_text_atomic
+from invsolve.metrics import nmse, psnr, ssim
+from invsolve.pipeline.items import load_image, load_kspace
+from invsolve.pipeline.problems import Problem, kspace_problem, simulated_problem
+from invsolve.pipeline.sampler_specs import run_method
+from invsolve.study.cases import Case, enumerate_cases, shard
+from invsolve.study.config import PriorSpec, StudyConfig, load_config
+from invsolve.study.distributed import Workers, join
+
+#: Entries the runner creates (and removes on ``overwrite``); nothing else in the folder is touched.
+MANAGED = ("config.yaml", "manifest.json", "cases", "figures", "logs", "results.csv", "results.md", "summary.md",
+           "volumes.csv", "volumes.md", "submission", "volumes")
+
+
+@dataclass
+class StudyReport:
+    out_dir: Path
+    n_cases: int
+    ran: int
+    skipped: int
+    rows: list[dict]
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and the libraries that shape the results."""
+    import importlib.metadata as md
+
+    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("invsolve", "torch", "deepinv", "fastmri", "numpy", "scipy", "scikit-image", "nibabel", "h5py"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def prepare_output(out: Path, config: StudyConfig, *, overwrite: bool, n_cases: int, world_size: int) -> None:
+    """Create or reuse ``out``: resume the same study, refuse anything else unless ``overwrite``."""
+    manifest_path = out / "manifest.json"
+    if manifest_path.is_file():
+        old = json.loads(manifest_path.read_text())
+        if old.get("fingerprint") != config.fingerprint:
+            if not overwrite:
+                raise FileExistsError(
+                    f"{out} holds a study with a different config (fingerprint {old.get('fingerprint')} vs "
+                    f"{config.fingerprint}); pass --overwrite to replace it or choose another output folder")
+            for name in MANAGED:
+                path = out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"output folder {out} exists, is not empty and is not a study folder; "
+                              "pass --overwrite to write the study into it anyway")
+    out.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(
+        {"config": dict(config.raw), "canonical": config.canonical()}, sort_keys=False))
+    manifest = {"fingerprint": config.fingerprint, "name": config.name, "n_cases": n_cases,
+                "world_size": world_size, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "versions": versions(),
+                "seeds": {"config_seeds": list(config.seeds),
+                          "policy": "mask_seed = seed; noise and sampler seeds hash the case identity "
+                                    "(see invsolve.study.cases); each case record lists its three seeds"}}
+    if manifest_path.is_file():
+        manifest["first_started"] = json.loads(manifest_path.read_text()).get("first_started", manifest["started"])
+    else:
+        manifest["first_started"] = manifest["started"]
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=2))
+
+
+class CaseRunner:
+    """Runs cases, keeping the last prior, item and problem loaded (consecutive cases share them)."""
+
+    def __init__(self, config: StudyConfig, device: torch.device) -> None:
+        self.config, self.device = config, device
+        self._priors: dict[PriorSpec, Any] = {}
+        self._problem: tuple[tuple, Problem, dict] | None = None
+
+    def prior(self, spec: PriorSpec):
+        if spec not in self._priors:
+            from invsolve.priors.default import load_default_prior
+            from invsolve.priors.edm import EDMPrior
+
+            self._priors[spec] = (load_default_prior(self.device) if spec.path is None
+                                  else EDMPrior.from_checkpoint(spec.path, device=self.device))
+        return self._priors[spec]
+
+    def problem(self, case: Case, size: int) -> tuple[Problem, dict]:
+        key = (case.problem_key, size)
+        if self._problem is None or self._problem[0] != key:
+            dataset = self.config.dataset
+            resize = dataset.get("resize", "none")
+            if case.item.kind == "fastmri":
+                data = load_kspace(case.item, size, resize)
+                problem = kspace_problem(data, case.operator, mask_seed=case.mask_seed, device=self.device)
+                geometry = {"original_shape": [size, size], "window": [0.0, 1.0],
+                            "challenge": "multicoil" if data.multicoil else "singlecoil"}
+            else:
+                image = load_image(case.item, size, resize, plane=dataset.get("plane", "axial"),
+                                   percentiles=tuple(dataset.get("percentiles", (0.5, 99.5))))
+                problem = simulated_problem(image.truth, case.operator, mask_seed=case.mask_seed,
+                                            noise_seed=case.noise_seed, device=self.device)
+                geometry = {"original_shape": list(image.original_shape), "window": list(image.window)}
+            self._problem = (key, problem, geometry)
+        return self._problem[1], self._problem[2]
+
+    def run(self, case: Case) -> tuple[dict, dict[str, np.ndarray]]:
+        prior = self.prior(case.prior)
+        problem, geometry = self.problem(case, prior.shape[-1])
+        generator = torch.Generator(device=self.device).manual_seed(case.sampler_seed)
+        result = run_method(case.method, problem.measurement, prior, operator_kind=problem.operator_kind,
+                            baseline=problem.baseline, tv_weight=problem.tv_weight, generator=generator)
+        truth = problem.truth[0, 0].detach().cpu().double()
+        mean = result.mean[0, 0].detach().cpu().double()
+        std = result.std[0, 0].detach().cpu().double()
+        record = {
+            "case_id": case.case_id, "dataset": case.item.kind, "item": case.item.name, "group": case.item.group,
+            "slice": case.item.index, "volume": case.item.volume, "operator": case.operator.label,
+            "operator_spec": case.operator.text, "prior": case.prior.name, "method": case.method.label,
+            "sampler": case.method.name, "seed": case.seed, "mask_seed": case.mask_seed,
+            "noise_seed": case.noise_seed, "sampler_seed": case.sampler_seed,
+            "psnr": psnr(truth, mean), "ssim": ssim(truth, mean), "nmse": nmse(truth, mean),
+            "mean_std": float(std.mean()), "nfe": result.nfe, "seconds": round(result.seconds, 3),
+            "scale": problem.scale, **{k: float(v) for k, v in problem.info.items()}, **geometry,
+        }
+        arrays = {name: (a * problem.scale).float().numpy() for name, a in
+                  (("mean", mean), ("std", std), ("truth", truth))}
+        return record, arrays
+
+
+def _log(path: Path, event: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(event) + "\n")
+        f.flush()
+
+
+def _save_case(out: Path, record: dict, arrays: dict[str, np.ndarray], figure: bool) -> None:
+    with atomic_path(out / "cases" / f"{record['case_id']}.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    if figure:
+        from invsolve.study.report import case_figure
+
+        case_figure(out / "figures" / f"{record['case_id']}.png", record, arrays)
+    write_text_atomic(out / "cases" / f"{record['case_id']}.json", json.dumps(record, indent=1))
+
+
+def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, overwrite: bool = False,
+              device: str | None = None, progress: bool = True, workers: Workers | None = None,
+              on_case: Callable[[Case], None] | None = None) -> StudyReport:
+    """Run (or resume) a study into ``out_dir``; under ``torchrun`` each process runs its share.
+
+    Args:
+        config: a :class:`StudyConfig` or the path of a YAML config.
+        overwrite: replace a study with a different config in ``out_dir`` (otherwise an error).
+        device: overrides the config's device (``cuda`` = this process's GPU).
+        on_case: called before each case runs (progress hooks, tests).
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(config, StudyConfig):
+        config = load_config(config)
+    out = Path(out_dir)
+    workers = workers or join()
+    try:
+        dev = workers.device(device or config.device)
+        cases = enumerate_cases(config)
+        if workers.is_main:
+            prepare_output(out, config, overwrite=overwrite, n_cases=len(cases), world_size=workers.world_size)
+        workers.barrier()
+        (out / "logs").mkdir(exist_ok=True)
+        log = out / "logs" / f"rank{workers.rank}.jsonl"
+        runner, ran, skipped = CaseRunner(config, dev), 0, 0
+        mine = shard(cases, workers.rank, workers.world_size)
+        bar = tqdm(mine, desc=f"study (rank {workers.rank})" if workers.world_size > 1 else "study",
+                   disable=not progress, position=workers.rank)
+        for case in bar:
+            if (out / "cases" / f"{case.case_id}.json").is_file():
+                skipped += 1
+                continue
+            if on_case is not None:
+                on_case(case)
+            bar.set_postfix_str(f"{case.item.name} {case.method.name}")
+            _log(log, {"event": "start", "case_id": case.case_id, "rank": workers.rank, "time": time.time()})
+            record, arrays = runner.run(case)
+            record["rank"] = workers.rank
+            _save_case(out, record, arrays, config.figures)
+            _log(log, {"event": "finish", "case_id": case.case_id, "rank": workers.rank, "time": time.time()})
+            ran += 1
+        bar.close()
+        workers.barrier()
+        rows: list[dict] = []
+        if workers.is_main:
+            from invsolve.study.report import write_report
+
+            rows = write_report(out, config, cases)
+        workers.barrier()
+        return StudyReport(out, len(cases), ran, skipped, rows)
+    finally:
+        workers.close()
