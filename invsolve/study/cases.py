@@ -2,7 +2,9 @@
 
 The list is a pure function of the config (same config, same cases in the same order), which is
 what lets a rerun skip finished cases and lets ``torchrun`` processes split the list without
-talking to each other: process ``r`` of ``N`` runs cases ``r, r + N, r + 2N, ...``.
+talking to each other: the cases sharing a measurement (item x operator x seed, every method and
+prior) form a group, and process ``r`` of ``N`` runs groups ``r, r + N, r + 2N, ...`` (balanced
+work, and each process builds a measurement once for all the methods run on it).
 
 Seeds (all recorded in each case's result): the sampling mask / inpainting pattern is drawn from
 ``mask_seed = seed`` (one mask per operator and seed, shared by every slice and method, so methods
@@ -70,7 +72,10 @@ def enumerate_cases(config: StudyConfig) -> list[Case]:
 
 
 def shard(cases: list[Case], rank: int, world_size: int) -> list[Case]:
-    """The cases process ``rank`` of ``world_size`` runs: every ``world_size``-th, starting at ``rank``."""
+    """The cases process ``rank`` of ``world_size`` runs: every ``world_size``-th measurement group."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    return cases[rank::world_size]
+    ordinal: dict[tuple, int] = {}
+    for case in cases:
+        ordinal.setdefault(case.problem_key, len(ordinal))
+    return [c for c in cases if ordinal[c.problem_key] % world_size == rank]
