@@ -168,7 +168,7 @@ def _write_outputs(kind: str, items: list[ItemRef], records: list[dict], stack: 
                              (std_path, np.nan_to_num(stack["std"][0]), float(np.nanmax(stack["std"])) or 1.0)):
         pixels = np.clip(image / top, 0.0, 1.0)  # display scaling only; the range is in the sidecar
         with atomic_path(path) as tmp:
-            imsave(str(tmp), (pixels * 255).round().astype(np.uint8), check_contrast=False, extension=".png")
+            imsave(str(tmp), (pixels * 255).round().astype(np.uint8), check_contrast=False)
         paths.append(path)
     return paths
 
