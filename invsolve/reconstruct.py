@@ -163,6 +163,9 @@ def _write_outputs(kind: str, items: list[ItemRef], records: list[dict], stack: 
         return [mean_path]
     from skimage.io import imsave
 
+    if kind == "images":  # back to the input's grid (undoes --resize; a no-op otherwise)
+        shape = tuple(records[0]["original_shape"])
+        stack = {k: restore_geometry(torch.from_numpy(v[0]), shape).numpy()[None] for k, v in stack.items()}
     paths = []
     for path, image, top in ((mean_path, stack["mean"][0], float(stack["truth"].max()) or 1.0),
                              (std_path, np.nan_to_num(stack["std"][0]), float(np.nanmax(stack["std"])) or 1.0)):

@@ -91,7 +91,11 @@ def kspace_problem(data: KspaceData, spec: OperatorSpec, *, mask_seed: int,
     coils, h, w = data.kspace.shape
     mask = fastmri_mask((h, w), spec["acceleration"], spec["center_fraction"], kind=spec["mask"], seed=mask_seed)
     undersampled = data.kspace * mask
-    maps = estimate_coil_maps(undersampled, calibration_region(mask[0]))
+    try:
+        calibration = calibration_region(mask[0])
+    except ValueError as err:
+        raise ValueError(f"{err}; raise the operator's center_fraction (now {spec['center_fraction']})") from None
+    maps = estimate_coil_maps(undersampled, calibration)
     mri = MultiCoilMRI(mask.to(device), maps.to(device), (h, w), device=device)
     op = mri @ RealToComplex((1, h, w), device=device)
     y = torch.view_as_real(undersampled).permute(3, 0, 1, 2)[None].contiguous().to(device)  # (1, 2, coils, H, W)

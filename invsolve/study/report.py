@@ -83,7 +83,7 @@ def summary_markdown(rows: list[dict], volume_rows: list[dict], title: str) -> s
             cells = []
             for key in ("NMSE", "PSNR", "SSIM"):
                 v = np.asarray([r[key] for r in rs], dtype=float)
-                cells.append(f"{v.mean():.4g} ± {2 * v.std():.4g}")
+                cells.append(f"{v.mean():.4g} ± {2 * v.std(ddof=1) if v.size > 1 else 0.0:.4g}")
             lines.append(f"| {op} | {prior} | {method} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

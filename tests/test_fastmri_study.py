@@ -1,0 +1,82 @@
+"""End to end: synthetic multi-coil fastMRI files -> study at 4x equispaced with the default prior -> table,
+and `python -m fastmri.evaluate` on the submission folder agreeing with our per-volume numbers."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from invsolve.datasets.fastmri_files import write_synthetic_dataset
+from invsolve.study import parse_config, run_study
+
+
+def _fastmri_evaluate(targets: Path, predictions: Path, challenge: str) -> dict[str, tuple[float, float]]:
+    done = subprocess.run([sys.executable, "-m", "fastmri.evaluate", "--target-path", str(targets),
+                           "--predictions-path", str(predictions), "--challenge", challenge],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.findall(r"(\w+) = ([-\d.e+]+) \+/- ([-\d.e+]+)", done.stdout)
+    return {name: (float(mean), float(spread)) for name, mean, spread in found}
+
+
+def _volumes(out: Path) -> list[dict]:
+    with open(out / "volumes.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _agrees(ours: list[float], printed: tuple[float, float]) -> None:
+    """fastmri.evaluate prints mean +/- 2 sample standard deviations with 4 significant digits."""
+    import numpy as np
+
+    values = np.asarray(ours)
+    assert float(f"{values.mean():.4g}") == pytest.approx(printed[0], rel=1e-12)
+    assert float(f"{2 * values.std(ddof=1):.4g}") == pytest.approx(printed[1], rel=1e-12)
+
+
+def test_multicoil_study_matches_fastmri_evaluate(tmp_path):
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, n_volumes=2, n_slices=2, size=64, n_coils=4, seed=7)
+    config = parse_config({
+        "name": "synthetic multi-coil 4x",
+        "dataset": {"kind": "fastmri", "path": str(data)},
+        "operators": ["mri:acceleration=4,mask=equispaced"],
+        "priors": ["default"],
+        "samplers": ["baseline", {"name": "dps", "steps": 20, "samples": 2}],
+        "figures": False,
+    })
+    out = tmp_path / "study"
+    report = run_study(config, out, progress=False)
+    assert report.n_cases == 2 * 2 * 2 and len(report.rows) == 8
+    volumes = _volumes(out)
+    assert len(volumes) == 4 and all(v["slices"] == "2" for v in volumes)
+    runs = sorted({v["run"] for v in volumes})
+    for run in runs:
+        ours = [v for v in volumes if v["run"] == run]
+        for targets in (out / "submission" / "targets", data):  # our targets, and the files' own
+            printed = _fastmri_evaluate(targets, out / "submission" / run, "multicoil")
+            for key in ("NMSE", "PSNR", "SSIM"):
+                _agrees([float(v[key]) for v in ours], printed[key])
+    summary = (out / "summary.md").read_text()
+    assert "Per volume, exactly as `python -m fastmri.evaluate`" in summary
+    psnr = {v["method"].split(" ")[0]: [] for v in volumes}
+    for v in volumes:
+        psnr[v["method"].split(" ")[0]].append(float(v["PSNR"]))
+    assert min(psnr["dps"]) > max(psnr["baseline"]) + 1.0  # the prior helps on every volume
+
+
+def test_singlecoil_study_scores_against_reconstruction_esc(tmp_path):
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, n_volumes=2, n_slices=2, size=64, n_coils=None, seed=3)
+    config = parse_config({"dataset": {"kind": "fastmri", "path": str(data), "slices": [0, 1]},
+                           "operators": ["mri:acceleration=8,center_fraction=0.08"], "samplers": ["baseline", "tv"], "figures": False})
+    out = tmp_path / "study"
+    run_study(config, out, progress=False)
+    volumes = _volumes(out)
+    for run in sorted({v["run"] for v in volumes}):
+        printed = _fastmri_evaluate(data, out / "submission" / run, "singlecoil")
+        _agrees([float(v["PSNR"]) for v in volumes if v["run"] == run], printed["PSNR"])
