@@ -14,3 +14,33 @@ __all__ = [
     "slice_axis",
     "write_nifti",
 ]
+
+from invsolve.datasets.fastmri_files import (  # noqa: E402
+    FastMRIInfo,
+    FastMRIVolume,
+    SyntheticVolume,
+    fastmri_info,
+    ismrmrd_header,
+    kspace_to_grid,
+    read_fastmri,
+    synthesize_fastmri_volume,
+    write_fastmri,
+    write_synthetic_dataset,
+)
+from invsolve.datasets.fastmri_submission import evaluate_folder, volume_metrics, write_submission  # noqa: E402
+
+__all__ += [
+    "FastMRIInfo",
+    "FastMRIVolume",
+    "SyntheticVolume",
+    "evaluate_folder",
+    "fastmri_info",
+    "ismrmrd_header",
+    "kspace_to_grid",
+    "read_fastmri",
+    "synthesize_fastmri_volume",
+    "volume_metrics",
+    "write_fastmri",
+    "write_submission",
+    "write_synthetic_dataset",
+]

@@ -118,6 +118,8 @@ def reconstruct_file(
         options.update({"plane": plane, **({"volume": volume} if volume is not None else {})})
     dataset = DatasetSpec(kind, tuple(sorted(options.items())))
     op_spec = parse_operator_spec(operator)
+    if kind == "fastmri" and op_spec.kind != "mri":
+        raise ValueError(f"fastMRI data hold k-space: only the 'mri' operator applies, got {op_spec.kind!r}")
     method = parse_method_spec(sampler, steps=steps, samples=samples)
     prior_spec = PriorSpec("default") if prior is None else PriorSpec(Path(prior).stem, str(prior))
     config = StudyConfig(dataset, (op_spec,), (prior_spec,), (method,), (seed,), device=device, figures=False)

@@ -71,3 +71,7 @@ __all__ = [
     "Operator",
     "conjugate_gradient",
 ]
+
+from invsolve.operators.coil_sensitivity import calibration_region, estimate_coil_maps  # noqa: E402
+
+__all__ += ["calibration_region", "estimate_coil_maps"]

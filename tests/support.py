@@ -36,3 +36,20 @@ def cardoso_gmm(d: int, seed: int) -> GaussianMixturePrior:
     means = torch.tensor([[-8.0 * i, -8.0 * j] * (d // 2) for i, j in grid], dtype=torch.float64)
     w = torch.randn(25, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).square()
     return GaussianMixturePrior(w, means, 1.0)
+
+
+def fastmri_evaluate(targets, predictions, challenge: str) -> dict[str, tuple[str, str]]:
+    """Run fastMRI's own scorer, ``python -m fastmri.evaluate``, and parse its printout.
+
+    Returns ``{metric: (mean, two_std)}`` as the printed strings (4 significant digits, ``+/-`` is two
+    sample standard deviations over volumes).
+    """
+    import re
+    import subprocess
+    import sys
+
+    args = ["--target-path", str(targets), "--predictions-path", str(predictions), "--challenge", challenge]
+    run = subprocess.run([sys.executable, "-m", "fastmri.evaluate", *args], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return {m[0]: (m[1], m[2]) for m in re.findall(r"(\w+) = (\S+) \+/- (\S+)", run.stdout)}

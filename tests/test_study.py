@@ -54,6 +54,8 @@ def _finished(out: Path) -> list[str]:
         ({"dataset": {"kind": "phantoms", "path": "x"}}, r"takes no \['path'\]"),
         ({"seeds": [0, 0]}, "seeds must be distinct"),
         ({"colour": "red"}, r"unknown key\(s\) \['colour'\]"),
+        ({"dataset": {"kind": "fastmri", "path": "x"}, "operators": ["ct:views=8"]}, "every operator must be 'mri'"),
+        ({"dataset": {"kind": "nifti", "path": "x", "resize": "yes"}}, "resize must be 'none' or 'prior'"),
     ],
 )
 def test_config_errors_name_the_field(change, message):
@@ -171,3 +173,24 @@ def test_cli_study_runs_and_overrides_steps(tmp_path, capsys):
     path = _write(tmp_path, {**SMALL, "samplers": [{"name": "dps", "steps": 50, "samples": 2}]})
     assert main(["study", str(path), "--out", str(tmp_path / "o"), "--steps", "2", "--quiet"]) == 0
     assert "| MRI 4x (equispaced) | default | dps (2 steps" in capsys.readouterr().out
+
+
+def test_nifti_study_writes_volumes_with_the_input_header(tmp_path):
+    import nibabel as nib
+    from nibabel.testing import data_path
+
+    source = Path(data_path) / "anatomical.nii"
+    config = {**SMALL, "dataset": {"kind": "nifti", "path": str(source), "resize": "prior"},
+              "operators": ["inpainting:fraction=0.5"], "samplers": ["baseline", "tv"]}
+    out = tmp_path / "out"
+    run_study(parse_config(config), out, progress=False)
+    assert len(_rows(out)) == 2 * 25
+    volumes = sorted((out / "volumes").rglob("*.nii.gz"))
+    assert len(volumes) == 4  # mean and std for each method
+    original = nib.load(source)
+    for path in volumes:
+        image = nib.load(path)
+        assert image.shape == original.shape and np.array_equal(image.affine, original.affine)
+        assert np.array_equal(image.header["pixdim"], original.header["pixdim"])
+    with open(out / "volumes.csv") as f:
+        assert [r["slices"] for r in csv.DictReader(f)] == ["25", "25"]

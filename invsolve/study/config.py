@@ -172,8 +172,12 @@ def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None)
     labels = [s.label for s in samplers]
     if len(set(labels)) != len(labels):
         raise ValueError(f"study config: the samplers list repeats a method with the same settings: {labels}")
+    dataset = _dataset(raw.get("dataset"))
+    if dataset.kind == "fastmri" and any(o.kind != "mri" for o in operators):
+        raise ValueError("study config: fastMRI data hold k-space, so every operator must be 'mri', got "
+                         f"{[o.kind for o in operators]}")
     return StudyConfig(
-        dataset=_dataset(raw.get("dataset")),
+        dataset=dataset,
         operators=operators,
         priors=tuple(_prior(p) for p in _as_list(raw.get("priors", ["default"]), "priors")),
         samplers=tuple(samplers),

@@ -102,7 +102,7 @@ def _stack(out: Path, records: list[dict], name: str) -> np.ndarray:
 
 def write_volume_outputs(out: Path, records: list[dict], dataset) -> list[dict]:
     """Volumes of fastMRI and NIfTI datasets: metrics (fastMRI's functions), submissions or NIfTI files."""
-    from invsolve.datasets.fastmri_files import volume_metrics, write_submission
+    from invsolve.datasets.fastmri_submission import volume_metrics, write_submission
 
     volume_rows: list[dict] = []
     if dataset.kind not in ("fastmri", "nifti"):
