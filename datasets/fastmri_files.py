@@ -388,7 +388,7 @@ def write_synthetic_dataset(
         state = np.random.SeedSequence([seed, v, 1]).generate_state(1, dtype=np.uint32)[0]
         vol = synthesize_fastmri_volume(images, n_coils=n_coils, noise_level=noise_level, scale=scale,
                                         generator=torch.Generator().manual_seed(int(state)))
-        write_fastmri(path, vol.kspace, target=vol.target, overwrite=overwrite)
+        write_fastmri(path, vol.kspace, target=vol.target, attrs={"noise_std": vol.noise_std}, overwrite=overwrite)
     return paths
 
 

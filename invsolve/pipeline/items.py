@@ -23,6 +23,7 @@ are used as they are); NIfTI volumes are mapped to [0, 1] by their (0.5, 99.5) p
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +243,7 @@ class KspaceData:
     kspace: torch.Tensor
     target: torch.Tensor  # (n, n): RSS (multi-coil) or magnitude (single-coil) of the fully sampled data
     multicoil: bool
+    noise_std: float | None = None  # E|n|^2 per complex k-space entry on this grid, when the file records it
 
 
 def load_kspace(ref: ItemRef, size: int, resize: str = "none") -> KspaceData:
@@ -259,7 +261,10 @@ def load_kspace(ref: ItemRef, size: int, resize: str = "none") -> KspaceData:
     kspace_t = torch.from_numpy(grid).to(torch.complex64)
     images = _ifft2c(kspace_t)
     target = images.abs().square().sum(0).sqrt()
-    return KspaceData(kspace_t, target, info.multicoil)
+    noise = info.attrs.get("noise_std")
+    if noise is not None:  # white noise: the crops keep its per-entry std, kspace_to_grid's rescaling does not
+        noise = float(noise) * math.sqrt(size * size / (recon[0] * recon[1]))
+    return KspaceData(kspace_t, target, info.multicoil, noise)
 
 
 def _ifft2c(kspace: torch.Tensor) -> torch.Tensor:
