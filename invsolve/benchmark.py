@@ -22,7 +22,7 @@ from invsolve._atomic import write_text_atomic
 from invsolve.pipeline.sampler_specs import DEFAULT_STEPS, parse_method_spec
 from invsolve.study.cases import Case
 from invsolve.study.config import DatasetSpec, PriorSpec, StudyConfig
-from invsolve.study.report import _mean_ci
+from invsolve.study.report import mean_ci
 from invsolve.study.runner import CaseRunner
 from invsolve.pipeline.items import list_items
 from invsolve.pipeline.operator_specs import parse_operator_spec
@@ -81,8 +81,8 @@ def run_benchmark(*, tasks: Sequence[str] | None = None, samplers: Sequence[str]
         for m in methods:
             rs = [r for r, c in zip(records, cases) if c.operator == op and c.method == m]
             seconds = sum(r["seconds"] for r in rs) / len(rs)
-            row = {"task": task, "method": m.label, "psnr": _mean_ci([r["psnr"] for r in rs]),
-                   "ssim": _mean_ci([r["ssim"] for r in rs]), "nfe": rs[0]["nfe"], "seconds": seconds}
+            row = {"task": task, "method": m.label, "psnr": mean_ci([r["psnr"] for r in rs]),
+                   "ssim": mean_ci([r["ssim"] for r in rs]), "nfe": rs[0]["nfe"], "seconds": seconds}
             if rs[0]["nfe"]:
                 bare = bare_network_seconds(prior, m.samples, rs[0]["nfe"], dev)
                 row["ratio"] = seconds / bare

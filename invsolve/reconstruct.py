@@ -179,26 +179,24 @@ def _write_outputs(kind: str, items: list[ItemRef], records: list[dict], stack: 
 
 
 def _write_nifti(items, records, stack, dataset, mean_path: Path, std_path: Path) -> list[Path]:
-    from invsolve.datasets.nifti import from_slices, read_nifti, slice_axis, write_nifti
+    from invsolve.datasets.nifti import read_nifti, slice_axis, write_nifti
+    from invsolve.pipeline.items import slices_to_volume
 
     groups = list(dict.fromkeys(r["volume"] for r in records))
     source = read_nifti(dataset.get("path"), volume=groups[0] if len(groups) == 1 else 0)
     axis = slice_axis(source, dataset.get("plane", "axial"))
     n = source.shape[axis]
-    volumes = {"mean": [], "std": []}
+    volumes: dict[str, list[np.ndarray]] = {"mean": [], "std": []}
     for v in groups:
         rows = [i for i, r in enumerate(records) if r["volume"] == v]
         if len(rows) != n:
             raise ValueError(f"NIfTI output needs every slice of the volume ({n}), got {len(rows)}; "
                              "drop --slices or write .h5")
-        lo, hi = records[rows[0]]["window"]
-        shape = tuple(records[rows[0]]["original_shape"])
-        for name, offset in (("mean", lo), ("std", 0.0)):
-            planes = [restore_geometry(torch.from_numpy(stack[name][i]), shape).numpy() for i in rows]
-            volumes[name].append(from_slices(np.stack(planes)[:, None], axis, source.shape[:3]) * (hi - lo) + offset)
+        for name in volumes:
+            volumes[name].append(slices_to_volume(stack[name][rows], records[rows[0]], axis, source.shape[:3],
+                                                  is_std=name == "std"))
     paths = []
     for name, path in (("mean", mean_path), ("std", std_path)):
         data = volumes[name][0] if len(groups) == 1 else np.stack(volumes[name], axis=-1)
         paths.append(write_nifti(path, data.astype(np.float32), like=source, dtype="float32", overwrite=True))
     return paths
-

@@ -159,6 +159,22 @@ def restore_geometry(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tenso
     return image[top:top + h, left:left + w]
 
 
+def slices_to_volume(slices: np.ndarray, record: dict, axis: int, shape: tuple[int, ...], *,
+                     is_std: bool = False) -> np.ndarray:
+    """Reconstructed slices ``(N, n, n)`` of one volume -> the volume on the input's grid and intensities.
+
+    Undoes :func:`to_prior_grid` (``record["original_shape"]``) and the intensity window
+    (``record["window"]``; a standard deviation is only scaled, not shifted).
+    """
+    from invsolve.datasets.nifti import from_slices
+
+    lo, hi = record["window"]
+    planes = [restore_geometry(torch.from_numpy(np.asarray(a)), tuple(record["original_shape"])).numpy()
+              for a in slices]
+    volume = from_slices(np.stack(planes)[:, None], axis, shape) * (hi - lo)
+    return volume if is_std else volume + lo
+
+
 # -- loading ------------------------------------------------------------------------------------------
 @dataclass
 class ImageData:

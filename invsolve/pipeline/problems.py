@@ -19,6 +19,7 @@ Two routes, one result type (:class:`Problem`):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,8 +50,7 @@ class Problem:
 def simulated_problem(truth: torch.Tensor, spec: OperatorSpec, *, mask_seed: int, noise_seed: int,
                       device: torch.device | str = "cpu") -> Problem:
     """Measure ``truth (1, 1, n, n)`` with the operator of ``spec`` (mask drawn from ``mask_seed``)."""
-    size = truth.shape[-1]
-    task = image_task(spec, size, mask_seed, device=device)
+    task = _cached_task(spec, truth.shape[-1], mask_seed, str(device))
     truth = truth.to(device)
     with torch.no_grad():
         clean = task.operator.A(truth)
@@ -59,6 +59,12 @@ def simulated_problem(truth: torch.Tensor, spec: OperatorSpec, *, mask_seed: int
     y = noise.sample(clean, torch.Generator(device=device).manual_seed(noise_seed))
     return Problem(truth, Measurement(task.operator, noise, y), task.baseline, task.baseline_name, task.tv_weight,
                    spec.kind, task.show_measurement, info={"sigma_y": sigma})
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_task(spec: OperatorSpec, size: int, mask_seed: int, device: str):
+    """Slices of a volume share the operator of their spec (and its memoised SVD)."""
+    return image_task(spec, size, mask_seed, device=device)
 
 
 def _magnitude(z: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,7 @@ def _csv(rows: list[dict], columns) -> str:
     return buf.getvalue()
 
 
-def _mean_ci(values: list[float]) -> str:
+def mean_ci(values: list[float]) -> str:
     """Mean +- half-width of the normal 95% interval of the mean (+- 0 for one value)."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     if v.size == 0:
@@ -68,9 +68,9 @@ def summary_markdown(rows: list[dict], volume_rows: list[dict], title: str) -> s
              "| operator | prior | method | n | PSNR (dB) | SSIM | NMSE | std | NFE | s / case |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (op, prior, method), rs in groups.items():
-        lines.append(f"| {op} | {prior} | {method} | {len(rs)} | {_mean_ci([r['psnr'] for r in rs])} | "
-                     f"{_mean_ci([r['ssim'] for r in rs])} | {_mean_ci([r['nmse'] for r in rs])} | "
-                     f"{_mean_ci([r['mean_std'] for r in rs])} | {rs[0]['nfe']} | "
+        lines.append(f"| {op} | {prior} | {method} | {len(rs)} | {mean_ci([r['psnr'] for r in rs])} | "
+                     f"{mean_ci([r['ssim'] for r in rs])} | {mean_ci([r['nmse'] for r in rs])} | "
+                     f"{mean_ci([r['mean_std'] for r in rs]) if rs[0]['nfe'] else '-'} | {rs[0]['nfe']} | "
                      f"{np.mean([r['seconds'] for r in rs]):.2f} |")
     if volume_rows:
         vgroups: dict[tuple, list[dict]] = defaultdict(list)
@@ -137,32 +137,19 @@ def _write_target(path: Path, target: np.ndarray, challenge: str) -> None:
 
 def _write_nifti_volume(folder: Path, recs: list[dict], out: Path, dataset) -> None:
     """Mean and std of a NIfTI volume on the input's grid, with the input's header (needs every slice)."""
-    import torch
-
-    from invsolve.datasets.nifti import from_slices, read_nifti, slice_axis, write_nifti
-    from invsolve.pipeline.items import restore_geometry
+    from invsolve.datasets.nifti import read_nifti, slice_axis, write_nifti
+    from invsolve.pipeline.items import slices_to_volume
 
     first = recs[0]
-    source = read_nifti(_nifti_path(dataset, first), volume=first["volume"])
+    source = read_nifti(first["path"], volume=first["volume"])
     axis = slice_axis(source, dataset.get("plane", "axial"))
     if len(recs) != source.shape[axis]:
         return  # a subset of slices is not a volume; the per-slice results still hold
-    lo, hi = first["window"]
-    shape = tuple(first["original_shape"])
-    stem = re.sub(r"(\.nii(\.gz)?)$", "", Path(first["group"].split("#")[0]).name)
+    stem = re.sub(r"(\.nii(\.gz)?)$", "", Path(first["path"]).name)
     suffix = f"-vol{first['volume']}" if first["volume"] is not None else ""
-    for name, offset in (("mean", lo), ("std", 0.0)):
-        slices = [restore_geometry(torch.from_numpy(a), shape).numpy() for a in _stack(out, recs, name)]
-        data = from_slices(np.stack(slices)[:, None], axis, source.shape) * (hi - lo) + offset
+    for name in ("mean", "std"):
+        data = slices_to_volume(_stack(out, recs, name), first, axis, source.shape[:3], is_std=name == "std")
         write_nifti(folder / f"{stem}{suffix}_{name}.nii.gz", data, like=source, dtype="float32", overwrite=True)
-
-
-def _nifti_path(dataset, record: dict) -> Path:
-    root = Path(dataset.get("path"))
-    if root.is_file():
-        return root
-    matches = sorted(root.rglob(record["group"].split("#")[0]))
-    return matches[0]
 
 
 def write_report(out: Path, config, cases) -> list[dict]:

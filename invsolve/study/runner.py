@@ -150,6 +150,7 @@ class CaseRunner:
         std = result.std[0, 0].detach().cpu().double()
         record = {
             "case_id": case.case_id, "dataset": case.item.kind, "item": case.item.name, "group": case.item.group,
+            "path": case.item.path,
             "slice": case.item.index, "volume": case.item.volume, "operator": case.operator.label,
             "operator_spec": case.operator.text, "prior": case.prior.name, "method": case.method.label,
             "sampler": case.method.name, "seed": case.seed, "mask_seed": case.mask_seed,
