@@ -17,6 +17,7 @@ from invsolve.operators.inpainting import Inpainting
 from invsolve.operators.super_resolution import SuperResolution
 from invsolve.operators.masks import (
     fastmri_mask,
+    kspace_variance_mask,
     mask_acceleration,
     poisson_disc_mask,
     synthetic_coil_maps,
@@ -44,6 +45,7 @@ __all__ = [
     "MultiCoilMRI",
     "SingleCoilMRI",
     "fastmri_mask",
+    "kspace_variance_mask",
     "mask_acceleration",
     "poisson_disc_mask",
     "synthetic_coil_maps",

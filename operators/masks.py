@@ -237,6 +237,38 @@ def variable_density_mask(
     return _finish(columns.expand(h, w).clone(), dtype, device)
 
 
+def kspace_variance_mask(
+    images: torch.Tensor,
+    acceleration: float,
+    center_fraction: float,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """A fixed column mask learned from training images: the centre plus the columns of largest k-space variance.
+
+    ``images`` ``(N, H, W)`` (real or complex) are transformed with the centred orthonormal FFT; the
+    variance over the ``N`` images of each k-space sample is summed over the rows of its column, and
+    the ``round(W / acceleration)`` total columns are the ``round(W * center_fraction)`` central
+    ones plus the highest-variance others (the data-driven fixed mask of active-sampling comparisons,
+    e.g. Nolan et al., TMLR 2025). Deterministic; returned as an ``(H, W)`` mask broadcast over rows.
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 3 or images.shape[0] < 2:
+        raise ValueError(f"images must be a tensor (N >= 2, H, W), got {getattr(images, 'shape', type(images))}")
+    _, h, w = images.shape
+    acceleration = _check_acceleration(acceleration)
+    n_low = round(w * _check_fraction(center_fraction))
+    n_total = _budget(w, acceleration, n_low)
+    x = images.to(torch.complex128)
+    k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+    variance = (k - k.mean(0)).abs().square().mean(0).sum(0)  # (W,)
+    columns = torch.zeros(w)
+    columns[_centre_slice(w, n_low)] = 1
+    variance[columns.bool()] = -math.inf
+    columns[torch.topk(variance, n_total - n_low).indices] = 1
+    return _finish(columns.expand(h, w).clone(), dtype, device)
+
+
 def _radial_distance(h: int, w: int) -> torch.Tensor:
     """Normalised distance of each k-space point from the centre (1 at the middle of each edge)."""
     ky = (torch.arange(h, dtype=torch.float64) - h // 2) / max(h / 2, 1)

@@ -56,6 +56,9 @@ def _finished(out: Path) -> list[str]:
         ({"colour": "red"}, r"unknown key\(s\) \['colour'\]"),
         ({"dataset": {"kind": "fastmri", "path": "x"}, "operators": ["ct:views=8"]}, "every operator must be 'mri'"),
         ({"dataset": {"kind": "nifti", "path": "x", "resize": "yes"}}, "resize must be 'none' or 'prior'"),
+        ({"operators": ["mri:acceleration=4,mask=active"]}, "needs the 'ads' sampler"),
+        ({"samplers": ["ads"]}, "needs an mri operator with mask=active"),
+        ({"operators": ["mri:acceleration=4,mask=spiral"]}, "mask must be 'equispaced' or 'random'"),
     ],
 )
 def test_config_errors_name_the_field(change, message):

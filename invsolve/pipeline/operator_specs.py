@@ -7,13 +7,20 @@ and a check, so a typo or a bad value fails at parse time with a message naming 
 kind           parameters (default)
 =============  ==================================================================================
 ``mri``        ``acceleration`` (required), ``center_fraction`` (``0.32 / acceleration``: the
-               fastMRI pairs 4x / 0.08 and 8x / 0.04), ``mask`` (``equispaced`` | ``random``),
-               ``coils`` (simulated receive coils for image data, ``0`` = single-coil)
+               fastMRI pairs 4x / 0.08 and 8x / 0.04), ``mask`` (``equispaced`` | ``random`` |
+               ``variable-density`` | ``variance`` | ``active``), ``coils`` (simulated receive
+               coils for image data, ``0`` = single-coil)
 ``ct``         ``views`` (required), ``arc`` in degrees (180: sparse view; less: limited angle)
 ``inpainting`` ``fraction`` of observed pixels (required)
 ``blur``       ``sigma`` of the Gaussian kernel in pixels (1.5)
 ``sr``         ``factor`` (4), bicubic anti-alias filter
 =============  ==================================================================================
+
+MRI masks: fastMRI's equispaced and random (with the fully sampled centre) masks, a polynomial
+variable density (:func:`~invsolve.operators.variable_density_mask`), the fixed mask of largest
+k-space variance over the default prior's training phantoms (:func:`~invsolve.operators.kspace_variance_mask`),
+and ``active``: only the centre is given, the rest of the budget (``round(W / acceleration)``
+columns in all) is chosen during sampling by the ``ads`` method (:mod:`invsolve.samplers.ads`).
 
 Every kind also takes ``noise``: the relative noise level of simulated measurements,
 ``sigma_y = noise * RMS(A x)`` (0.01, as :data:`invsolve.tasks.NOISE_LEVEL`). Measured k-space
@@ -26,6 +33,7 @@ drawn from ``seed``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,6 +52,9 @@ _PARAMETERS: dict[str, dict[str, tuple[type, Any]]] = {
 }
 _COMMON: dict[str, tuple[type, Any]] = {"noise": (float, 0.01)}
 OPERATOR_KINDS: tuple[str, ...] = tuple(_PARAMETERS)
+MRI_MASKS = ("equispaced", "random", "variable-density", "variance", "active")
+#: Training phantoms whose k-space variance defines the ``variance`` mask (the default prior's stream).
+VARIANCE_MASK_TRAINING = {"seed": 0, "count": 256}
 
 #: TV weights per kind, from ``experiments/tune_tv_demo.py`` on the default prior's phantoms.
 _TV_WEIGHT = {"mri": 0.01, "ct": 0.1, "inpainting": 0.02, "blur": 0.002, "sr": 0.002}
@@ -159,8 +170,8 @@ def _check(kind: str, p: dict[str, Any]) -> None:
         elif not 0 < float(p["center_fraction"]) < 1:
             raise bad("center_fraction", "in (0, 1)")
         p["center_fraction"] = float(p["center_fraction"])
-        if p["mask"] not in ("equispaced", "random"):
-            raise bad("mask", "'equispaced' or 'random'")
+        if p["mask"] not in MRI_MASKS:
+            raise bad("mask", " or ".join(repr(m) for m in MRI_MASKS))
         if p["coils"] < 0:
             raise bad("coils", ">= 0")
     elif kind == "ct":
@@ -187,7 +198,7 @@ def image_task(spec: OperatorSpec, size: int, seed: int, *, device: torch.device
     show_image: Callable[[torch.Tensor], torch.Tensor] = lambda y: y[0, 0]  # noqa: E731
     tv = _TV_WEIGHT[spec.kind]
     if spec.kind == "mri":
-        mask = ops.fastmri_mask((size, size), p["acceleration"], p["center_fraction"], kind=p["mask"], seed=seed)
+        mask = mri_columns(spec, size, seed).to(dtype).expand(size, size).clone()
         if p["coils"]:
             maps = ops.synthetic_coil_maps(p["coils"], (size, size))
             mri = ops.MultiCoilMRI(mask.to(device), maps, (size, size), **kw)
@@ -213,3 +224,35 @@ def image_task(spec: OperatorSpec, size: int, seed: int, *, device: torch.device
         return torch.nn.functional.interpolate(y, size=(size, size), mode="bicubic", align_corners=False)
 
     return ReconstructionTask(spec.label, op, "bicubic", bicubic, show_image, tv)
+
+
+def mri_columns(spec: OperatorSpec, width: int, seed: int) -> torch.Tensor:
+    """The sampled columns ``(W,)`` (bool) of an ``mri`` spec's mask; for ``active``, the centre alone."""
+    from invsolve import operators as ops
+
+    p = dict(spec.params)
+    shape, acc, cf = (width, width), p["acceleration"], p["center_fraction"]
+    if p["mask"] in ("equispaced", "random"):
+        mask = ops.fastmri_mask(shape, acc, cf, kind=p["mask"], seed=seed)
+    elif p["mask"] == "variable-density":
+        mask = ops.variable_density_mask(shape, acc, cf, seed=seed)
+    elif p["mask"] == "variance":
+        mask = ops.kspace_variance_mask(_training_phantoms(width), acc, cf)
+    else:
+        mask = torch.zeros(shape)
+        n_low = round(width * cf)
+        pad = (width - n_low + 1) // 2  # fastMRI's centre convention (covers column W // 2)
+        mask[:, pad:pad + n_low] = 1
+    return mask[0].bool()
+
+
+def active_budget(spec: OperatorSpec, width: int) -> int:
+    """Columns an ``active`` mask acquires during sampling: ``round(W / acceleration)`` minus the centre."""
+    return max(1, round(width / spec["acceleration"])) - int(mri_columns(spec, width, 0).sum())
+
+
+@functools.lru_cache(maxsize=4)
+def _training_phantoms(size: int) -> torch.Tensor:
+    from invsolve.tasks import phantoms
+
+    return phantoms(VARIANCE_MASK_TRAINING["seed"], VARIANCE_MASK_TRAINING["count"], size)[:, 0]

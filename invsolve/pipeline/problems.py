@@ -29,7 +29,8 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.noise import GaussianNoise
 from invsolve.pipeline.items import KspaceData
-from invsolve.pipeline.operator_specs import OperatorSpec, image_task
+from invsolve.operators.acquisition import ActiveMeasurement, ColumnAcquisition
+from invsolve.pipeline.operator_specs import OperatorSpec, active_budget, image_task, mri_columns
 
 
 @dataclass
@@ -45,20 +46,47 @@ class Problem:
     show_measurement: Callable[[torch.Tensor], torch.Tensor]
     scale: float = 1.0
     info: dict[str, float] = field(default_factory=dict)
+    active: ActiveMeasurement | None = None  # mask=active: the data ADS may acquire, and how many columns
+    budget: int = 0
 
 
 def simulated_problem(truth: torch.Tensor, spec: OperatorSpec, *, mask_seed: int, noise_seed: int,
                       device: torch.device | str = "cpu") -> Problem:
-    """Measure ``truth (1, 1, n, n)`` with the operator of ``spec`` (mask drawn from ``mask_seed``)."""
-    task = _cached_task(spec, truth.shape[-1], mask_seed, str(device))
+    """Measure ``truth (1, 1, n, n)`` with the operator of ``spec`` (mask drawn from ``mask_seed``).
+
+    MRI: every column is simulated (``sigma_y = noise * RMS`` of the fully sampled k-space, so all
+    masks see the same noise per sample) and the mask's columns are revealed.
+    """
+    size = truth.shape[-1]
+    task = _cached_task(spec, size, mask_seed, str(device))
     truth = truth.to(device)
+    generator = torch.Generator(device=device).manual_seed(noise_seed)
+    if spec.kind == "mri":
+        acquisition = _cached_acquisition(spec, size, str(device))
+        with torch.no_grad():
+            full = acquisition.full.A(truth)
+        noise = GaussianNoise(spec["noise"] * float(full.square().mean().sqrt()))
+        columns = mri_columns(spec, size, mask_seed)
+        active = ActiveMeasurement(acquisition, noise.sample(full, generator), noise, columns)
+        is_active = spec["mask"] == "active"
+        return Problem(truth, active.measurement(columns), task.baseline, task.baseline_name, task.tv_weight,
+                       spec.kind, task.show_measurement, info={"sigma_y": noise.sigma},
+                       active=active if is_active else None, budget=active_budget(spec, size) if is_active else 0)
     with torch.no_grad():
         clean = task.operator.A(truth)
     sigma = spec["noise"] * float(clean.square().mean().sqrt())
     noise = GaussianNoise(sigma)
-    y = noise.sample(clean, torch.Generator(device=device).manual_seed(noise_seed))
+    y = noise.sample(clean, generator)
     return Problem(truth, Measurement(task.operator, noise, y), task.baseline, task.baseline_name, task.tv_weight,
                    spec.kind, task.show_measurement, info={"sigma_y": sigma})
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_acquisition(spec: OperatorSpec, size: int, device: str) -> ColumnAcquisition:
+    from invsolve.operators import synthetic_coil_maps
+
+    maps = synthetic_coil_maps(spec["coils"], (size, size)) if spec["coils"] else None
+    return ColumnAcquisition((size, size), maps, device=device)
 
 
 @functools.lru_cache(maxsize=8)
@@ -88,18 +116,13 @@ def estimate_kspace_noise(kspace: torch.Tensor, columns: torch.Tensor, *, edge: 
 def kspace_problem(data: KspaceData, spec: OperatorSpec, *, mask_seed: int,
                    device: torch.device | str = "cpu") -> Problem:
     """Retrospectively undersample a fastMRI slice with the mask of an ``mri`` spec (see the module docstring)."""
-    from invsolve.operators import (
-        MultiCoilMRI,
-        RealToComplex,
-        calibration_region,
-        estimate_coil_maps,
-        fastmri_mask,
-    )
+    from invsolve.operators import MultiCoilMRI, calibration_region, estimate_coil_maps
 
     if spec.kind != "mri":
         raise ValueError(f"fastMRI data hold k-space: only the 'mri' operator applies, got {spec.kind!r}")
     coils, h, w = data.kspace.shape
-    mask = fastmri_mask((h, w), spec["acceleration"], spec["center_fraction"], kind=spec["mask"], seed=mask_seed)
+    columns = mri_columns(spec, w, mask_seed)
+    mask = columns.float().expand(h, w).clone()
     undersampled = data.kspace * mask
     try:
         calibration = calibration_region(mask[0])
@@ -107,7 +130,6 @@ def kspace_problem(data: KspaceData, spec: OperatorSpec, *, mask_seed: int,
         raise ValueError(f"{err}; raise the operator's center_fraction (now {spec['center_fraction']})") from None
     maps = estimate_coil_maps(undersampled, calibration)
     mri = MultiCoilMRI(mask.to(device), maps.to(device), (h, w), device=device)
-    op = mri @ RealToComplex((1, h, w), device=device)
     y = torch.view_as_real(undersampled).permute(3, 0, 1, 2)[None].contiguous().to(device)  # (1, 2, coils, H, W)
 
     def zero_filled_rss(y: torch.Tensor) -> torch.Tensor:
@@ -120,9 +142,12 @@ def kspace_problem(data: KspaceData, spec: OperatorSpec, *, mask_seed: int,
         sigma, source = data.noise_std / math.sqrt(2) / scale, 1.0  # per real component
     else:
         sigma, source = estimate_kspace_noise(undersampled, mask[0]) / scale, 0.0
-    y = y / scale
-    measurement = Measurement(op, GaussianNoise(max(sigma, 1e-6)), y)
+    noise = GaussianNoise(max(sigma, 1e-6))
+    full = torch.view_as_real(data.kspace).permute(3, 0, 1, 2)[None].contiguous().to(device) / scale
+    active = ActiveMeasurement(ColumnAcquisition((h, w), maps, device=device), full, noise, columns)
+    measurement = active.measurement(columns)
     truth = (data.target / scale)[None, None].to(device)
+    is_active = spec["mask"] == "active"
 
     def show(y: torch.Tensor) -> torch.Tensor:
         mag = _magnitude(y[:, :, 0])[0, 0]
@@ -130,4 +155,5 @@ def kspace_problem(data: KspaceData, spec: OperatorSpec, *, mask_seed: int,
 
     return Problem(truth, measurement, zero_filled_rss, "zero-filled", 0.01, "mri", show, scale,
                    info={"sigma_y": sigma, "sigma_from_file": source,
-                         "acceleration": float(mask.numel() / mask.sum())})
+                         "acceleration": float(mask.numel() / mask.sum())},
+                   active=active if is_active else None, budget=active_budget(spec, w) if is_active else 0)

@@ -5,7 +5,8 @@ A method is a posterior sampler of :mod:`invsolve.samplers` or a classical recon
 - ``baseline``: the operator's classical inverse (zero-filled MRI, FBP, the masked / blurred image,
   bicubic upsampling); ``tv``: total-variation regularised least squares (300 iterations);
 - ``dps``, ``pigdm``, ``red-diff``, ``ddrm``: single-sample samplers run ``samples`` times in one batch;
-- ``afes``, ``fkc``, ``tds``: weighted particle ensembles with ``samples`` particles.
+- ``afes``, ``fkc``, ``tds``: weighted particle ensembles with ``samples`` particles;
+- ``ads``: active subsampling with ``samples`` DPS particles (operators with ``mask=active`` only).
 
 Default hyperparameters are those measured for the default prior per operator kind
 (:data:`invsolve.demo.DEMO_DPS_ZETA`, :data:`invsolve.demo.RED_DIFF_SETTINGS`); anything in a
@@ -24,14 +25,14 @@ from typing import Any
 
 import torch
 
-from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
 
 CLASSICAL = ("baseline", "tv")
-SAMPLER_NAMES = ("dps", "pigdm", "red-diff", "ddrm", "afes", "fkc", "tds")
+SAMPLER_NAMES = ("dps", "pigdm", "red-diff", "ddrm", "afes", "fkc", "tds", "ads")
 METHOD_NAMES = CLASSICAL + SAMPLER_NAMES
 #: Steps when a spec gives none (the demo's settings: enough for the default prior on CPU).
-DEFAULT_STEPS = {"dps": 100, "pigdm": 50, "red-diff": 100, "ddrm": 20, "afes": 100, "fkc": 100, "tds": 100}
+DEFAULT_STEPS = {"dps": 100, "pigdm": 50, "red-diff": 100, "ddrm": 20, "afes": 100, "fkc": 100, "tds": 100,
+                 "ads": 100}
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _sampler_function(name: str) -> Callable[..., Any]:
 
 def _check_hyper(name: str, hyper: Mapping[str, Any]) -> None:
     params = inspect.signature(_sampler_function(name)).parameters
-    reserved = {"measurement", "prior", "steps", "sigmas", "n_samples", "generator", "callback"}
+    reserved = {"measurement", "prior", "steps", "sigmas", "n_samples", "generator", "callback", "budget"}
     unknown = sorted(k for k in hyper if k not in params or k in reserved)
     if unknown:
         allowed = sorted(k for k in params if k not in reserved)
@@ -101,7 +102,7 @@ def default_hyper(name: str, operator_kind: str, steps: int) -> dict[str, Any]:
     """The settings measured for the default prior (``invsolve.demo``) for an operator kind."""
     from invsolve.demo import RED_DIFF_SETTINGS
 
-    if name == "dps":
+    if name in ("dps", "ads"):
         zeta = {"ct": 0.05 if steps <= 200 else 0.02, "sr": 3.0}.get(operator_kind, 1.0)
         return {"zeta": zeta}
     if name == "pigdm":
@@ -126,24 +127,35 @@ class MethodResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
-def run_method(spec: MethodSpec, measurement: Measurement, prior: Prior, *, operator_kind: str,
-               baseline: Callable[[torch.Tensor], torch.Tensor], tv_weight: float,
-               generator: torch.Generator) -> MethodResult:
-    """Reconstruct with ``spec``: classical methods give ``std = 0`` and ``nfe = 0``."""
+def run_method(spec: MethodSpec, problem, prior: Prior, *, generator: torch.Generator) -> MethodResult:
+    """Reconstruct a :class:`~invsolve.pipeline.problems.Problem` with ``spec``.
+
+    Classical methods give ``std = 0`` and ``nfe = 0``. ``ads`` needs a problem with an active
+    acquisition (an ``mri`` spec with ``mask=active``) and acquires its budget during sampling; every
+    other method reconstructs from the problem's fixed measurement.
+    """
     from invsolve.baselines import tv_reconstruct
 
+    measurement = problem.measurement
+    if (spec.name == "ads") != (problem.active is not None):
+        raise ValueError("the 'ads' sampler and an operator with mask=active go together: ads chooses the "
+                         f"mask while it samples (got sampler {spec.name!r} with "
+                         f"{'an active' if problem.active is not None else 'a fixed'} mask)")
     start = time.perf_counter()
     if spec.name in CLASSICAL:
         hyper = dict(spec.hyper)
         with torch.no_grad():
             if spec.name == "baseline":
-                image = baseline(measurement.y)
+                image = problem.baseline(measurement.y)
             else:
-                image = tv_reconstruct(measurement.operator, measurement.y, hyper.get("lam", tv_weight),
+                image = tv_reconstruct(measurement.operator, measurement.y, hyper.get("lam", problem.tv_weight),
                                        iterations=hyper.get("iterations", 300), nonnegative=True)
         return MethodResult(image, torch.zeros_like(image), 0, time.perf_counter() - start)
     steps = spec.steps or DEFAULT_STEPS[spec.name]
-    hyper = {**default_hyper(spec.name, operator_kind, steps), **dict(spec.hyper)}
+    hyper = {**default_hyper(spec.name, problem.operator_kind, steps), **dict(spec.hyper)}
+    if spec.name == "ads":
+        hyper["budget"] = problem.budget
+        measurement = problem.active
     out = _sampler_function(spec.name)(measurement, prior, steps=steps, n_samples=spec.samples,
                                        generator=generator, **hyper)
     seconds = time.perf_counter() - start
@@ -151,4 +163,6 @@ def run_method(spec: MethodSpec, measurement: Measurement, prior: Prior, *, oper
     if spec.samples == 1:
         std = torch.full_like(mean, math.nan)  # one sample says nothing about the spread
     diagnostics = {k: v for k, v in out.diagnostics.items() if isinstance(v, (int, float, str))}
+    if spec.name == "ads":
+        diagnostics["acquisition_order"] = [list(step_column) for step_column in out.diagnostics["acquisition_order"]]
     return MethodResult(mean, std, int(out.nfe), seconds, diagnostics)

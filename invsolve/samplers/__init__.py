@@ -1,6 +1,7 @@
 """Posterior samplers: one module each, all with the signature
 ``sampler(measurement, prior, *, steps/sigmas, n_samples, generator, callback, **hyper) -> SamplerOutput``."""
 
+from invsolve.samplers.ads import ads
 from invsolve.samplers.afes import afes
 from invsolve.samplers.ddrm import ddrm
 from invsolve.samplers.dps import dps
@@ -19,6 +20,7 @@ __all__ = [
     "SamplerOutput",
     "StepInfo",
     "WeightDegeneracyError",
+    "ads",
     "afes",
     "ddrm",
     "dps",

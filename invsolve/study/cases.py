@@ -63,12 +63,21 @@ class Case:
         return _hash_int("sampler", self.item.name, self.item.volume, self.run_key)
 
 
+def pairs_with(operator: OperatorSpec, method: MethodSpec) -> bool:
+    """Active masks go with the ``ads`` sampler only, and ``ads`` with active masks only."""
+    is_active = operator.kind == "mri" and operator["mask"] == "active"
+    return is_active == (method.name == "ads")
+
+
 def enumerate_cases(config: StudyConfig) -> list[Case]:
-    """Every case of ``config`` in a fixed order (items outermost, so a volume's slices finish together)."""
+    """Every case of ``config`` in a fixed order (items outermost, so a volume's slices finish together).
+
+    Operator x sampler pairs that do not go together (:func:`pairs_with`) are not cases.
+    """
     items = list_items(config.dataset)
     return [Case(item, op, prior, method, seed)
             for item in items for op in config.operators for prior in config.priors
-            for seed in config.seeds for method in config.samplers]
+            for seed in config.seeds for method in config.samplers if pairs_with(op, method)]
 
 
 def shard(cases: list[Case], rank: int, world_size: int) -> list[Case]:

@@ -172,6 +172,12 @@ def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None)
     labels = [s.label for s in samplers]
     if len(set(labels)) != len(labels):
         raise ValueError(f"study config: the samplers list repeats a method with the same settings: {labels}")
+    active = [o for o in operators if o.kind == "mri" and o["mask"] == "active"]
+    has_ads = any(s.name == "ads" for s in samplers)
+    if active and not has_ads:
+        raise ValueError("study config: an operator with mask=active needs the 'ads' sampler (it picks the mask)")
+    if has_ads and not active:
+        raise ValueError("study config: the 'ads' sampler needs an mri operator with mask=active")
     dataset = _dataset(raw.get("dataset"))
     if dataset.kind == "fastmri" and any(o.kind != "mri" for o in operators):
         raise ValueError("study config: fastMRI data hold k-space, so every operator must be 'mri', got "

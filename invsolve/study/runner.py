@@ -143,8 +143,7 @@ class CaseRunner:
         prior = self.prior(case.prior)
         problem, geometry = self.problem(case, prior.shape[-1])
         generator = torch.Generator(device=self.device).manual_seed(case.sampler_seed)
-        result = run_method(case.method, problem.measurement, prior, operator_kind=problem.operator_kind,
-                            baseline=problem.baseline, tv_weight=problem.tv_weight, generator=generator)
+        result = run_method(case.method, problem, prior, generator=generator)
         truth = problem.truth[0, 0].detach().cpu().double()
         mean = result.mean[0, 0].detach().cpu().double()
         std = result.std[0, 0].detach().cpu().double()
@@ -158,6 +157,7 @@ class CaseRunner:
             "psnr": psnr(truth, mean), "ssim": ssim(truth, mean), "nmse": nmse(truth, mean),
             "mean_std": float(std.mean()), "nfe": result.nfe, "seconds": round(result.seconds, 3),
             "scale": problem.scale, **{k: float(v) for k, v in problem.info.items()}, **geometry,
+            **{k: v for k, v in result.diagnostics.items() if k in ("acquisition_order", "selection_seconds")},
         }
         arrays = {name: (a * problem.scale).float().numpy() for name, a in
                   (("mean", mean), ("std", std), ("truth", truth))}
