@@ -80,7 +80,8 @@ def parse_method_spec(spec: str | Mapping[str, Any] | MethodSpec, *, steps: int 
         _check_hyper(name, raw)
     elif set(raw) - {"lam", "iterations"}:
         raise ValueError(f"method {name!r} takes no parameters {sorted(set(raw) - {'lam', 'iterations'})}")
-    return MethodSpec(name, n_steps, n_samples, tuple(sorted(raw.items())))
+    hyper = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in raw.items()))
+    return MethodSpec(name, n_steps, n_samples, hyper)
 
 
 def _sampler_function(name: str) -> Callable[..., Any]:
