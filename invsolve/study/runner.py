@@ -157,7 +157,8 @@ class CaseRunner:
             "psnr": psnr(truth, mean), "ssim": ssim(truth, mean), "nmse": nmse(truth, mean),
             "mean_std": float(std.mean()), "nfe": result.nfe, "seconds": round(result.seconds, 3),
             "scale": problem.scale, **{k: float(v) for k, v in problem.info.items()}, **geometry,
-            **{k: v for k, v in result.diagnostics.items() if k in ("acquisition_order", "selection_seconds")},
+            **{k: v for k, v in result.diagnostics.items() if k in ("acquisition_order", "selection_seconds",
+                                                               "measurement_update_seconds")},
         }
         arrays = {name: (a * problem.scale).float().numpy() for name, a in
                   (("mean", mean), ("std", std), ("truth", truth))}
