@@ -6,7 +6,7 @@ One held-out 64x64 phantom, 16 particles, 100 steps, 11 columns acquired after 5
 and 8-coil; timings from the sampler's own diagnostics (wall clock, CPU).
 """
 
-import time, torch
+import torch
 from invsolve.samplers.ads import ads
 from invsolve.operators.acquisition import ColumnAcquisition, ActiveMeasurement
 from invsolve.operators import synthetic_coil_maps
