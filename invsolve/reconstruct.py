@@ -141,7 +141,8 @@ def reconstruct_file(
             "sampler": method.as_dict(), "prior": prior_spec.path or "default", "seed": seed, "device": device,
             "metrics_vs_reference": metrics, "reference": "fully sampled k-space" if kind == "fastmri" else "input",
             "slices": [{k: r[k] for k in ("item", "psnr", "ssim", "nmse", "mean_std", "nfe", "seconds",
-                                          "noise_seed", "sampler_seed", "scale")} for r in records],
+                                          "noise_seed", "sampler_seed", "scale", "acquisition_order") if k in r}
+                       for r in records],
             "versions": versions()}
     if _suffix(out) == ".png":
         side["png_ranges"] = {"mean": [0.0, float(stack["truth"].max())], "std": [0.0, float(np.nanmax(stack["std"]))]}
