@@ -6,9 +6,11 @@ from invsolve.priors.edm import EDMDenoiser, EDMPrior, build_network
 from invsolve.priors.gaussian import GaussianMixturePrior, GaussianPrior
 from invsolve.priors.loaders import load_deepinv_prior, load_diffusers_unet, load_guided_diffusion
 from invsolve.priors.rescale import RescaledPrior
+from invsolve.priors.slice_stack import SliceStackPrior
 from invsolve.priors.vp import VPPrior, linear_beta_alphas_cumprod, sigma_to_timestep, vp_sigmas
 
 __all__ = [
+    "SliceStackPrior",
     "Prior",
     "DenoiserPrior",
     "EDMDenoiser",

@@ -8,6 +8,7 @@ from invsolve.samplers.dps import dps
 from invsolve.samplers.edm import edm_sample, edm_sigmas, unconditional
 from invsolve.samplers.exact import exact
 from invsolve.samplers.fkc import fkc
+from invsolve.samplers.mbir3d import mbir3d
 from invsolve.samplers.output import Posterior, SamplerOutput, StepInfo, weighted_moments
 from invsolve.samplers.pigdm import pigdm
 from invsolve.samplers.particles import ParticleWeights, WeightDegeneracyError
@@ -28,6 +29,7 @@ __all__ = [
     "edm_sigmas",
     "exact",
     "fkc",
+    "mbir3d",
     "pigdm",
     "red_diff",
     "tds",
