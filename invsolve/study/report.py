@@ -214,12 +214,14 @@ def summary_figure(path: Path, records: list[dict]) -> None:
 
     operators = list(dict.fromkeys(r["operator"] for r in records))
     fig, axes = plt.subplots(1, len(operators), figsize=(4.5 * len(operators), 3.5), squeeze=False)
+    several_priors = len({r["prior"] for r in records}) > 1
     for ax, op in zip(axes[0], operators):
-        methods = list(dict.fromkeys(f"{r['method']} [{r['prior']}]" for r in records if r["operator"] == op))
-        data = [[r["psnr"] for r in records if r["operator"] == op and f"{r['method']} [{r['prior']}]" == m]
+        methods = list(dict.fromkeys((r["method"], r["prior"]) for r in records if r["operator"] == op))
+        data = [[r["psnr"] for r in records if r["operator"] == op and (r["method"], r["prior"]) == m]
                 for m in methods]
+        labels = [method.split(" (")[0] + (f" [{prior}]" if several_priors else "") for method, prior in methods]
         ax.boxplot(data)
-        ax.set_xticks(range(1, len(methods) + 1), [m.split(" (")[0] for m in methods], rotation=30, fontsize=8)
+        ax.set_xticks(range(1, len(methods) + 1), labels, rotation=30, fontsize=8)
         ax.set_title(op, fontsize=9)
         ax.set_ylabel("PSNR (dB)")
     fig.tight_layout()
