@@ -89,3 +89,15 @@ def test_mbir3d_couples_slices_and_is_chunk_invariant():
         mbir3d(meas, _prior2d(), steps=2, generator=torch.Generator())
     with pytest.raises(ValueError, match="cg_iterations"):
         mbir3d(meas, prior, steps=2, generator=torch.Generator(), cg_iterations=0)
+    with pytest.raises(ValueError, match="consistency"):
+        mbir3d(meas, prior, steps=2, generator=torch.Generator(), consistency="both")
+
+
+def test_mbir3d_on_denoised_estimates_fits_the_data():
+    op, truth, meas = _problem()
+    prior = SliceStackPrior(_prior2d(), D, chunk=3)
+    runs = {c: mbir3d(meas, prior, steps=20, n_samples=2, generator=torch.Generator().manual_seed(0), lam=0.5,
+                      rho=1.0, cg_iterations=5, consistency=c) for c in ("iterate", "denoised")}
+    for out in runs.values():
+        assert torch.isfinite(out.samples).all()
+        assert float((out.mean - truth).square().mean()) < float((0.5 - truth).square().mean())  # beats the prior mean

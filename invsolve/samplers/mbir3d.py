@@ -9,10 +9,15 @@ slices through a total-variation prior along ``z`` (Algorithm 1 and eq. 10-12 of
     z <- soft_threshold(D_z x + u, lam / rho)
     u <- u + D_z x - z
 
-``z`` and ``u`` are kept across diffusion steps. With a single CG step (the paper's choice) the
-data-consistent update stays close to the diffusion iterate, which is what lets the prior and the
-TV-z term share the work. ``lam = 0`` makes the ADMM iteration a plain data-consistency step and the
-method the slice-wise 2D baseline with a CG data term.
+``z`` and ``u`` are kept across diffusion steps. The paper applies the ADMM iteration to the noisy
+iterate with one CG step over 2000 steps; with the 30-100 steps affordable here that literal form
+(``consistency="iterate"``) breaks down when CG is given several iterations (4 dB on a smoke volume:
+the denoiser then sees measured components without their noise). The default applies it to the
+denoised estimate before the DDIM step (``consistency="denoised"``, as the authors' decomposed
+diffusion sampler does, Chung et al., ICLR 2024): on a 32x64x64 ellipsoid volume, CT with 8 views,
+30 steps, slice-wise (``lam = 0``) 28.4 dB, with TV-z (``lam = 0.5``) 33.9 dB (3D TV: 36.8 dB).
+``lam = 0`` makes the ADMM iteration a plain data-consistency step and the method the slice-wise
+2D baseline with a CG data term.
 """
 
 from __future__ import annotations
@@ -93,25 +98,32 @@ def mbir3d(
     n_samples: int = 1,
     generator: torch.Generator,
     callback: Callable[[StepInfo], None] | None = None,
-    lam: float = 0.04,
+    lam: float = 0.5,
     rho: float = 10.0,
-    cg_iterations: int = 1,
+    cg_iterations: int = 5,
     corrector_steps: int = 0,
     snr: float = 0.16,
     eta: float = 1.0,
     rho_schedule: float = 7.0,
+    consistency: str = "denoised",
 ) -> SamplerOutput:
     """DiffusionMBIR samples ``(n_samples, B, C, D, H, W)`` of a volume measured by a linear operator.
 
     Args:
         prior: a :class:`SliceStackPrior` (the 2D prior over the volume's slices).
-        lam: TV-z weight (paper, sparse-view CT: 0.04); ``0`` turns the coupling off.
+        lam: TV-z weight; ``0`` turns the coupling off. The paper uses 0.04 for its CT scaling; 0.5 is
+            what a smoke run measured for ``ParallelBeamCT3D`` (8 views, 64x64 slices, 30 steps).
         rho: ADMM penalty (paper, CT: 10).
-        cg_iterations: CG iterations of the data-term update per diffusion step (paper: 1).
+        cg_iterations: CG iterations of the data-term update per diffusion step (paper: 1, over 2000 steps;
+            with 30-100 steps 5 are needed).
         corrector_steps: Langevin corrector steps after each predictor step (Song et al. 2021, step size
             from the signal-to-noise ratio ``snr``); 0 = predictor only.
         eta: DDIM stochasticity of the predictor (1 = ancestral).
         rho_schedule: exponent of the EDM noise schedule.
+        consistency: where the ADMM iteration acts: ``"iterate"`` (the paper: on the noisy iterate after
+            the predictor-corrector) or ``"denoised"`` (on the denoised estimate before the DDIM step, as in
+            the authors' later decomposed diffusion sampler, Chung et al., ICLR 2024; the last step still
+            ends with an ADMM iteration on the final iterate).
 
     ``nfe`` counts 2D-network evaluations per volume slice: ``steps * (1 + corrector_steps)``.
     """
@@ -126,6 +138,8 @@ def mbir3d(
             raise ValueError(f"{name} must be >= 0, got {value}")
     if not rho > 0:
         raise ValueError("rho must be > 0")
+    if consistency not in ("iterate", "denoised"):
+        raise ValueError(f"consistency must be 'iterate' or 'denoised', got {consistency!r}")
     if isinstance(cg_iterations, bool) or not isinstance(cg_iterations, int) or cg_iterations < 1:
         raise ValueError(f"cg_iterations must be a positive integer, got {cg_iterations!r}")
     sig = [float(s) for s in schedule(prior, steps, sigmas, rho_schedule)]
@@ -141,6 +155,8 @@ def mbir3d(
         for i in range(n):
             sigma, sigma_next = sig[i], sig[i + 1]
             x0 = prior.denoise(x, sigma)
+            if consistency == "denoised":
+                x0, z, u = admm_tv_z_step(x0, z, u, op, y, lam=lam, rho=rho, cg_iterations=cg_iterations)
             noise = randn(x.shape, generator, x.dtype, x.device) if eta > 0 and sigma_next > 0 else None
             x = ddim_step(x, x0, sigma, sigma_next, eta, noise)
             for _ in range(corrector_steps if sigma_next > 0 else 0):
@@ -149,7 +165,8 @@ def mbir3d(
                 step = 2 * (snr * n_c.flatten(1).norm(dim=1) / score.flatten(1).norm(dim=1).clamp_min(1e-12)) ** 2
                 step = step.reshape(-1, *([1] * (x.dim() - 1)))
                 x = x + step * score + (2 * step).sqrt() * n_c
-            x, z, u = admm_tv_z_step(x, z, u, op, y, lam=lam, rho=rho, cg_iterations=cg_iterations)
+            if consistency == "iterate" or sigma_next == 0:
+                x, z, u = admm_tv_z_step(x, z, u, op, y, lam=lam, rho=rho, cg_iterations=cg_iterations)
             if callback is not None:
                 callback(StepInfo(step=i, total_steps=n, sigma=sigma, x=x, denoised=x0))
     return SamplerOutput(samples=split_samples(x, n_samples, batch), nfe=n * (1 + corrector_steps),
