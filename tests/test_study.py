@@ -58,6 +58,7 @@ def _finished(out: Path) -> list[str]:
         ({"dataset": {"kind": "nifti", "path": "x", "resize": "yes"}}, "resize must be 'none' or 'prior'"),
         ({"operators": ["mri:acceleration=4,mask=active"]}, "needs the 'ads' sampler"),
         ({"samplers": ["ads"]}, "needs an mri operator with mask=active"),
+        ({"samplers": ["mbir3d"]}, "mbir3d reconstructs whole volumes"),
         ({"operators": ["mri:acceleration=4,mask=spiral"]}, "mask must be 'equispaced' or 'random'"),
     ],
 )

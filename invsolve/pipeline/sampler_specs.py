@@ -6,7 +6,9 @@ A method is a posterior sampler of :mod:`invsolve.samplers` or a classical recon
   bicubic upsampling); ``tv``: total-variation regularised least squares (300 iterations);
 - ``dps``, ``pigdm``, ``red-diff``, ``ddrm``: single-sample samplers run ``samples`` times in one batch;
 - ``afes``, ``fkc``, ``tds``: weighted particle ensembles with ``samples`` particles;
-- ``ads``: active subsampling with ``samples`` DPS particles (operators with ``mask=active`` only).
+- ``ads``: active subsampling with ``samples`` DPS particles (operators with ``mask=active`` only);
+- ``mbir3d``: volumes ``(1, 1, D, n, n)`` with the 2D prior over slices and TV along z (``chunk`` slices
+  per network call, default 12).
 
 Default hyperparameters are those measured for the default prior per operator kind
 (:data:`invsolve.demo.DEMO_DPS_ZETA`, :data:`invsolve.demo.RED_DIFF_SETTINGS`); anything in a
@@ -28,11 +30,11 @@ import torch
 from invsolve.priors.base import Prior
 
 CLASSICAL = ("baseline", "tv")
-SAMPLER_NAMES = ("dps", "pigdm", "red-diff", "ddrm", "afes", "fkc", "tds", "ads")
+SAMPLER_NAMES = ("dps", "pigdm", "red-diff", "ddrm", "afes", "fkc", "tds", "ads", "mbir3d")
 METHOD_NAMES = CLASSICAL + SAMPLER_NAMES
 #: Steps when a spec gives none (the demo's settings: enough for the default prior on CPU).
 DEFAULT_STEPS = {"dps": 100, "pigdm": 50, "red-diff": 100, "ddrm": 20, "afes": 100, "fkc": 100, "tds": 100,
-                 "ads": 100}
+                 "ads": 100, "mbir3d": 100}
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def _sampler_function(name: str) -> Callable[..., Any]:
 def _check_hyper(name: str, hyper: Mapping[str, Any]) -> None:
     params = inspect.signature(_sampler_function(name)).parameters
     reserved = {"measurement", "prior", "steps", "sigmas", "n_samples", "generator", "callback", "budget"}
-    unknown = sorted(k for k in hyper if k not in params or k in reserved)
+    unknown = sorted(k for k in hyper if (k not in params or k in reserved) and not (name == "mbir3d" and k == "chunk"))
     if unknown:
         allowed = sorted(k for k in params if k not in reserved)
         raise ValueError(f"sampler {name!r}: unknown setting(s) {unknown}; it takes {allowed}")
@@ -150,13 +152,22 @@ def run_method(spec: MethodSpec, problem, prior: Prior, *, generator: torch.Gene
                 image = problem.baseline(measurement.y)
             else:
                 image = tv_reconstruct(measurement.operator, measurement.y, hyper.get("lam", problem.tv_weight),
-                                       iterations=hyper.get("iterations", 300), nonnegative=True)
+                                       iterations=hyper.get("iterations", 300), nonnegative=True,
+                                       spatial_dims=3 if problem.truth.dim() == 5 else 2)
         return MethodResult(image, torch.zeros_like(image), 0, time.perf_counter() - start)
     steps = spec.steps or DEFAULT_STEPS[spec.name]
     hyper = {**default_hyper(spec.name, problem.operator_kind, steps), **dict(spec.hyper)}
+    volume = problem.truth.dim() == 5
+    if (spec.name == "mbir3d") != volume and spec.name not in CLASSICAL:
+        raise ValueError("mbir3d reconstructs volumes and the other samplers images: "
+                         f"got {spec.name!r} for {'a volume' if volume else 'an image'}")
     if spec.name == "ads":
         hyper["budget"] = problem.budget
         measurement = problem.active
+    if spec.name == "mbir3d":
+        from invsolve.priors.slice_stack import SliceStackPrior
+
+        prior = SliceStackPrior(prior, problem.truth.shape[2], chunk=hyper.pop("chunk", 12))
     out = _sampler_function(spec.name)(measurement, prior, steps=steps, n_samples=spec.samples,
                                        generator=generator, **hyper)
     seconds = time.perf_counter() - start

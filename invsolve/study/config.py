@@ -172,6 +172,9 @@ def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None)
     labels = [s.label for s in samplers]
     if len(set(labels)) != len(labels):
         raise ValueError(f"study config: the samplers list repeats a method with the same settings: {labels}")
+    if any(s.name == "mbir3d" for s in samplers):
+        raise ValueError("study config: mbir3d reconstructs whole volumes, not the slices a study runs; "
+                         "use `invsolve reconstruct VOLUME.nii.gz --sampler mbir3d`")
     active = [o for o in operators if o.kind == "mri" and o["mask"] == "active"]
     has_ads = any(s.name == "ads" for s in samplers)
     if active and not has_ads:
