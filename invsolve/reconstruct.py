@@ -166,7 +166,7 @@ def _reconstruct_volume(runner: CaseRunner, items: list[ItemRef], op_spec, metho
     from invsolve.pipeline.items import load_image
     from invsolve.pipeline.sampler_specs import run_method
     from invsolve.pipeline.volumes import volume_problem
-    from invsolve.study.cases import _hash_int
+    from invsolve.study.cases import hashed_seed
 
     prior = runner.prior(prior_spec)
     size = prior.shape[-1]
@@ -174,8 +174,8 @@ def _reconstruct_volume(runner: CaseRunner, items: list[ItemRef], op_spec, metho
               for item in items]
     truth = torch.stack([im.truth[0, 0] for im in images])[None, None]  # (1, 1, D, n, n)
     problem = volume_problem(truth, op_spec, mask_seed=seed, device=runner.device,
-                             noise_seed=_hash_int("noise", items[0].path, items[0].volume, op_spec.text, seed))
-    generator = torch.Generator(device=runner.device).manual_seed(_hash_int("sampler", items[0].path, seed))
+                             noise_seed=hashed_seed("noise", items[0].path, items[0].volume, op_spec.text, seed))
+    generator = torch.Generator(device=runner.device).manual_seed(hashed_seed("sampler", items[0].path, seed))
     start = time.perf_counter()
     result = run_method(method, problem, prior, generator=generator)
     seconds = time.perf_counter() - start

@@ -265,6 +265,7 @@ class KspaceData:
 def load_kspace(ref: ItemRef, size: int, resize: str = "none") -> KspaceData:
     """Read one fastMRI slice and bring it to the ``size x size`` grid (see the module docstring)."""
     from invsolve.datasets.fastmri_files import fastmri_info, kspace_to_grid, read_fastmri
+    from invsolve.datasets.training_data import ifft2c
 
     info = fastmri_info(ref.path)
     recon = tuple(info.recon_size[:2])
@@ -275,14 +276,10 @@ def load_kspace(ref: ItemRef, size: int, resize: str = "none") -> KspaceData:
         kspace = kspace[None]
     grid = np.stack([kspace_to_grid(k, recon, (size, size)) for k in kspace])
     kspace_t = torch.from_numpy(grid).to(torch.complex64)
-    images = _ifft2c(kspace_t)
+    images = ifft2c(kspace_t)
     target = images.abs().square().sum(0).sqrt()
     noise = info.attrs.get("noise_std")
     if noise is not None:  # white noise: the crops keep its per-entry std, kspace_to_grid's rescaling does not
         noise = float(noise) * math.sqrt(size * size / (recon[0] * recon[1]))
     return KspaceData(kspace_t, target, info.multicoil, noise)
 
-
-def _ifft2c(kspace: torch.Tensor) -> torch.Tensor:
-    dims = (-2, -1)
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=dims), norm="ortho"), dim=dims)

@@ -31,6 +31,7 @@ from invsolve.noise import GaussianNoise
 from invsolve.pipeline.items import KspaceData
 from invsolve.operators.acquisition import ActiveMeasurement, ColumnAcquisition
 from invsolve.pipeline.operator_specs import OperatorSpec, active_budget, image_task, mri_columns
+from invsolve.tasks import _magnitude
 
 
 @dataclass
@@ -94,9 +95,6 @@ def _cached_task(spec: OperatorSpec, size: int, mask_seed: int, device: str):
     """Slices of a volume share the operator of their spec (and its memoised SVD)."""
     return image_task(spec, size, mask_seed, device=device)
 
-
-def _magnitude(z: torch.Tensor) -> torch.Tensor:
-    return z.square().sum(dim=1, keepdim=True).sqrt()
 
 
 def estimate_kspace_noise(kspace: torch.Tensor, columns: torch.Tensor, *, edge: float = 0.125) -> float:

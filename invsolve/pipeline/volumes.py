@@ -15,6 +15,7 @@ from invsolve.measurement import Measurement
 from invsolve.noise import GaussianNoise
 from invsolve.pipeline.operator_specs import OperatorSpec, mri_columns
 from invsolve.pipeline.problems import Problem
+from invsolve.tasks import _magnitude
 
 VOLUME_KINDS = ("ct", "mri")
 
@@ -41,7 +42,7 @@ def volume_problem(truth: torch.Tensor, spec: OperatorSpec, *, mask_seed: int, n
         op = mri @ ops.RealToComplex((1, depth, n, n), device=device)
 
         def baseline(y: torch.Tensor) -> torch.Tensor:
-            return mri.zero_filled(y).square().sum(dim=1, keepdim=True).sqrt()
+            return _magnitude(mri.zero_filled(y))
 
         name, tv = "zero-filled", 0.01
     with torch.no_grad():

@@ -23,7 +23,7 @@ from invsolve.pipeline.sampler_specs import MethodSpec
 from invsolve.study.config import PriorSpec, StudyConfig
 
 
-def _hash_int(*parts: object) -> int:
+def hashed_seed(*parts: object) -> int:
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:7], "little")  # < 2**56: a valid torch seed
 
@@ -56,11 +56,11 @@ class Case:
 
     @property
     def noise_seed(self) -> int:
-        return _hash_int("noise", self.item.name, self.item.volume, self.operator.text, self.seed)
+        return hashed_seed("noise", self.item.name, self.item.volume, self.operator.text, self.seed)
 
     @property
     def sampler_seed(self) -> int:
-        return _hash_int("sampler", self.item.name, self.item.volume, self.run_key)
+        return hashed_seed("sampler", self.item.name, self.item.volume, self.run_key)
 
 
 def pairs_with(operator: OperatorSpec, method: MethodSpec) -> bool:

@@ -96,8 +96,13 @@ def _volumes(out: Path, records: list[dict]) -> dict[tuple[str, str], list[dict]
     return {k: sorted(v, key=lambda r: r["slice"]) for k, v in groups.items()}
 
 
-def _stack(out: Path, records: list[dict], name: str) -> np.ndarray:
-    return np.stack([np.load(out / "cases" / f"{r['case_id']}.npz")[name] for r in records])
+def _stacks(out: Path, records: list[dict]) -> dict[str, np.ndarray]:
+    """The ``mean``, ``std`` and ``truth`` arrays of the records, stacked; each case file is read once."""
+    arrays = []
+    for r in records:
+        with np.load(out / "cases" / f"{r['case_id']}.npz") as f:
+            arrays.append({name: f[name] for name in ("mean", "std", "truth")})
+    return {name: np.stack([a[name] for a in arrays]) for name in ("mean", "std", "truth")}
 
 
 def write_volume_outputs(out: Path, records: list[dict], dataset) -> list[dict]:
@@ -108,7 +113,8 @@ def write_volume_outputs(out: Path, records: list[dict], dataset) -> list[dict]:
     if dataset.kind not in ("fastmri", "nifti"):
         return volume_rows  # one slice per item: the per-slice table says it all
     for (slug, group), recs in _volumes(out, records).items():
-        target, mean = _stack(out, recs, "truth"), _stack(out, recs, "mean")
+        stacks = _stacks(out, recs)
+        target, mean = stacks["truth"], stacks["mean"]
         first = recs[0]
         row = {"run": slug, "group": group, "slices": len(recs), "operator": first["operator"],
                "prior": first["prior"], "method": first["method"], "seed": first["seed"]}
@@ -118,7 +124,7 @@ def write_volume_outputs(out: Path, records: list[dict], dataset) -> list[dict]:
             write_submission(out / "submission" / slug, group, mean.astype(np.float32), overwrite=True)
             _write_target(out / "submission" / "targets" / group, target, first.get("challenge", "multicoil"))
         elif first["dataset"] == "nifti":
-            _write_nifti_volume(out / "volumes" / slug, recs, out, dataset)
+            _write_nifti_volume(out / "volumes" / slug, recs, stacks, dataset)
     return volume_rows
 
 
@@ -135,7 +141,7 @@ def _write_target(path: Path, target: np.ndarray, challenge: str) -> None:
             f.attrs["norm"] = float(np.linalg.norm(target))
 
 
-def _write_nifti_volume(folder: Path, recs: list[dict], out: Path, dataset) -> None:
+def _write_nifti_volume(folder: Path, recs: list[dict], stacks: dict[str, np.ndarray], dataset) -> None:
     """Mean and std of a NIfTI volume on the input's grid, with the input's header (needs every slice)."""
     from invsolve.datasets.nifti import read_nifti, slice_axis, write_nifti
     from invsolve.pipeline.items import slices_to_volume
@@ -148,7 +154,7 @@ def _write_nifti_volume(folder: Path, recs: list[dict], out: Path, dataset) -> N
     stem = re.sub(r"(\.nii(\.gz)?)$", "", Path(first["path"]).name)
     suffix = f"-vol{first['volume']}" if first["volume"] is not None else ""
     for name in ("mean", "std"):
-        data = slices_to_volume(_stack(out, recs, name), first, axis, source.shape[:3], is_std=name == "std")
+        data = slices_to_volume(stacks[name], first, axis, source.shape[:3], is_std=name == "std")
         write_nifti(folder / f"{stem}{suffix}_{name}.nii.gz", data, like=source, dtype="float32", overwrite=True)
 
 
