@@ -7,9 +7,10 @@ import torch
 
 from invsolve import GaussianNoise, Measurement
 from invsolve.operators import RealToComplex, SingleCoilMRI, fastmri_mask
+from invsolve.operators.base import LinearOperator
 from invsolve.priors import GaussianPrior
 from invsolve.priors.slice_stack import SliceStackPrior
-from invsolve.samplers.mbir3d import admm_tv_z_step, conjugate_gradient, diff_z, diff_z_adjoint, mbir3d, soft_threshold
+from invsolve.samplers.mbir3d import admm_tv_step, diff, diff_adjoint, diff_z, diff_z_adjoint, mbir3d, soft_threshold
 
 D, H, W = 6, 8, 8
 
@@ -38,33 +39,32 @@ def test_slice_stack_prior_denoises_each_slice_in_any_chunking():
         SliceStackPrior(prior2d, D, chunk=0)
 
 
-def test_tv_z_operators_are_adjoint_and_the_prox_and_cg_are_right():
+def test_tv_z_operators_are_adjoint_and_the_prox_is_right():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(2, 1, D, H, W, generator=g, dtype=torch.float64), torch.randn(2, 1, D, H, W, generator=g,
                                                                                    dtype=torch.float64)
     assert torch.allclose((diff_z(a) * b).sum(), (a * diff_z_adjoint(b)).sum(), rtol=1e-12)
+    for axis in (-3, -2, -1):
+        assert torch.allclose((diff(a, axis) * b).sum(), (a * diff_adjoint(b, axis)).sum(), rtol=1e-12)
+    torch.testing.assert_close(diff(a, -1)[..., :-1], a[..., 1:] - a[..., :-1])
     assert torch.equal(diff_z(a)[..., -1, :, :], torch.zeros_like(a[..., -1, :, :]))
     torch.testing.assert_close(soft_threshold(torch.tensor([-3.0, -0.5, 0.2, 2.0]), 1.0),
                                torch.tensor([-2.0, 0.0, 0.0, 1.0]))
-    m = torch.randn(5, 5, generator=g, dtype=torch.float64)
-    spd = m @ m.T + 5 * torch.eye(5, dtype=torch.float64)
-    rhs = torch.randn(1, 5, generator=g, dtype=torch.float64)
-    solution = conjugate_gradient(lambda v: v @ spd, rhs, torch.zeros_like(rhs), 5)  # exact in n steps
-    torch.testing.assert_close(solution @ spd, rhs)
 
 
 def test_admm_step_lowers_the_objective_it_targets():
     op, truth, meas = _problem()
-    x = truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(2))
-    z, u = torch.zeros_like(x), torch.zeros_like(x)
+    start = truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(2))
+    for weights in ({-3: 0.05}, {-3: 0.05, -2: 0.02, -1: 0.02}):
+        def objective(v):
+            return 0.5 * float((op.A(v) - meas.y).square().sum()) + sum(
+                w * float(diff(v, a).abs().sum()) for a, w in weights.items())
 
-    def objective(v):
-        return 0.5 * float((op.A(v) - meas.y).square().sum()) + 0.05 * float(diff_z(v).abs().sum())
-
-    before = objective(x)
-    for _ in range(20):
-        x, z, u = admm_tv_z_step(x, z, u, op, meas.y, lam=0.05, rho=1.0, cg_iterations=3)
-    assert objective(x) < 0.5 * before
+        x = start
+        z = u = torch.zeros((len(weights), *x.shape))
+        for _ in range(20):
+            x, z, u = admm_tv_step(x, z, u, op, meas.y, weights=weights, rho=1.0, cg_iterations=3)
+        assert objective(x) < 0.5 * objective(start)
 
 
 def test_mbir3d_couples_slices_and_is_chunk_invariant():
@@ -101,3 +101,40 @@ def test_mbir3d_on_denoised_estimates_fits_the_data():
     for out in runs.values():
         assert torch.isfinite(out.samples).all()
         assert float((out.mean - truth).square().mean()) < float((0.5 - truth).square().mean())  # beats the prior mean
+
+
+class _Scaled(LinearOperator):
+    """``c A``: the same problem in other units."""
+
+    def __init__(self, op: LinearOperator, c: float) -> None:
+        super().__init__(op.x_shape, op.y_shape)
+        self.op, self.c = op, c
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c * self.op.A(x)
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.c * self.op.A_adjoint(y)
+
+
+def test_mbir3d_weights_are_relative_to_the_operator_scale_and_in_plane_tv_is_optional():
+    op, truth, meas = _problem()
+    prior = SliceStackPrior(_prior2d(), D, chunk=3)
+    c = 7.0
+    scaled = Measurement(_Scaled(op, c), GaussianNoise(0.01 * c), c * meas.y)
+
+    def run(m, **kw):
+        return mbir3d(m, prior, steps=10, generator=torch.Generator().manual_seed(0), lam=0.05, rho=0.5, **kw)
+
+    base = run(meas, operator_norm=1.0)
+    torch.testing.assert_close(run(scaled, operator_norm=c).samples, base.samples, rtol=1e-4, atol=1e-5)
+    assert base.diagnostics["tv_weights_absolute"] == {-3: 0.05}
+    estimated = run(scaled)  # power iteration: ||c A|| = c for this MRI operator
+    assert estimated.diagnostics["operator_norm"] == pytest.approx(c, rel=1e-3)
+    with_xy = run(meas, operator_norm=1.0, lam_xy=0.05)
+    assert set(with_xy.diagnostics["tv_weights_absolute"]) == {-3, -2, -1}
+    in_plane_tv = lambda out: float(diff(out.samples[:, 0], -1).abs().mean())  # noqa: E731
+    assert in_plane_tv(with_xy) < in_plane_tv(base)
+    for bad in ({"lam_xy": -1.0}, {"operator_norm": 0.0}, {"admm_iterations": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            run(meas, **bad)

@@ -1,6 +1,6 @@
 """Contract cases for the CT operators (operators/ct.py): small sizes so the contract runs fast."""
 
-from invsolve.operators import FanBeamCT, ParallelBeamCT, ParallelBeamCT3D, sparse_view_angles
+from invsolve.operators import FanBeamCT, ParallelBeamCT, ParallelBeamCT3D, limited_angle_angles, sparse_view_angles
 
 
 def parallel_beam(dtype):
@@ -26,10 +26,15 @@ def parallel_beam_3d(dtype):
     return ParallelBeamCT3D(sparse_view_angles(6, dtype=dtype), (3, 24, 24), dtype=dtype)
 
 
+def parallel_beam_3d_limited_angle(dtype):
+    return ParallelBeamCT3D(limited_angle_angles(10, 90.0, start=30.0, dtype=dtype), (4, 20, 20), dtype=dtype)
+
+
 CASES = {
     "ParallelBeamCT": (parallel_beam, True),
     "ParallelBeamCT-circle": (parallel_beam_circle, True),
     "FanBeamCT": (fan_beam, True),
     "FanBeamCT-geometry-circle": (fan_beam_custom_geometry, True),
     "ParallelBeamCT3D": (parallel_beam_3d, True),
+    "ParallelBeamCT3D-limited-angle": (parallel_beam_3d_limited_angle, True),
 }
