@@ -51,7 +51,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
     slices = args.slices
     if slices not in ("all", "middle"):
         slices = [_int_arg("--slices", s) for s in slices.split(",")]
-    report = reconstruct_file(args.input, args.out, operator=args.operator, sampler=args.sampler, steps=args.steps,
+    sampler = {"name": args.sampler, **_settings(args.set)} if args.set else args.sampler
+    report = reconstruct_file(args.input, args.out, operator=args.operator, sampler=sampler, steps=args.steps,
                               samples=args.samples, seed=args.seed, device=args.device, prior=args.prior,
                               resize="prior" if args.resize else "none", volume=volume, plane=args.plane,
                               slices=slices, overwrite=args.overwrite, progress=not args.quiet)
@@ -59,6 +60,26 @@ def _reconstruct(args: argparse.Namespace) -> int:
     print(f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}, NMSE {m['nmse']:.4g} against the reference")
     print("wrote: " + ", ".join(str(p) for p in report.outputs))
     return 0
+
+
+def _settings(pairs: list[str]) -> dict[str, object]:
+    """``--set KEY=VALUE`` pairs as sampler settings; values are read as integers, floats, booleans or text."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _scalar(value.strip())
+    return out
+
+
+def _scalar(text: str) -> object:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def _int_arg(flag: str, text: str) -> int:
@@ -141,9 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="operator spec, e.g. mri:acceleration=4, ct:views=8, ct:views=60,arc=90, "
                      "inpainting:fraction=0.5, blur:sigma=1.5, sr:factor=4 (add noise=0.01 for the relative noise)")
     rec.add_argument("--sampler", default="dps",
-                     help="dps, pigdm, red-diff, ddrm, afes, fkc, tds, or the classical baseline / tv (default: dps)")
+                     help="dps, pigdm, red-diff, ddrm, afes, fkc, tds, mbir3d (NIfTI volumes), or the classical "
+                     "baseline / tv (default: dps)")
     rec.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's demo setting)")
     rec.add_argument("--samples", type=int, default=4, help="posterior samples (particles) per slice (default: 4)")
+    rec.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a sampler setting (repeatable), e.g. --set lam_xy=4e-4 for mbir3d or --set zeta=0.5 for dps")
     rec.add_argument("--seed", type=int, default=0, help="seeds the mask, the noise and the sampler (default: 0)")
     rec.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     rec.add_argument("--prior", default=None, help="prior file from train-prior (default: the shipped prior)")

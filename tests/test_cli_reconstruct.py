@@ -165,3 +165,25 @@ def test_mbir3d_reconstructs_the_real_brain_volume_with_its_header(tmp_path, cap
     err = _error(capsys, ["reconstruct", str(png), "--out", str(tmp_path / "x.h5"), "--operator", "ct:views=8",
                           "--sampler", "mbir3d"])
     assert "mbir3d reconstructs one volume" in err
+
+
+def test_mbir3d_on_the_brain_volume_with_a_3d_mri_mask_and_limited_angle_ct(tmp_path, capsys):
+    for operator in ("mri:acceleration=8,mask=poisson-disc", "ct:views=30,arc=90"):
+        out = tmp_path / "recon.nii.gz"
+        assert main(["reconstruct", str(ANATOMICAL), "--out", str(out), "--operator", operator, "--sampler",
+                     "mbir3d", "--set", "lam_xy=4e-4", "--steps", "2", "--resize", "--quiet", "--overwrite"]) == 0
+        image = nib.load(out)
+        assert np.array_equal(image.affine, nib.load(ANATOMICAL).affine) and np.isfinite(image.get_fdata()).all()
+    png = tmp_path / "x.png"
+    from skimage.io import imsave
+
+    imsave(png, np.zeros((64, 64), np.uint8), check_contrast=False)
+    err = _error(capsys, ["reconstruct", str(png), "--out", str(tmp_path / "out.png"), "--operator",
+                          "mri:acceleration=4,mask=poisson-disc", "--sampler", "dps", "--quiet"])
+    assert "poisson-disc" in err and "mbir3d" in err
+    err = _error(capsys, ["reconstruct", str(ANATOMICAL), "--out", str(tmp_path / "y.nii.gz"), "--operator",
+                          "ct:views=8", "--sampler", "mbir3d", "--set", "lam_zz=1", "--quiet"])
+    assert "lam_zz" in err and "lam_xy" in err
+    err = _error(capsys, ["reconstruct", str(ANATOMICAL), "--out", str(tmp_path / "y.nii.gz"), "--operator",
+                          "ct:views=8", "--sampler", "mbir3d", "--set", "lam_xy", "--quiet"])
+    assert "--set expects KEY=VALUE" in err

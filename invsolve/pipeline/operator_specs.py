@@ -8,8 +8,8 @@ kind           parameters (default)
 =============  ==================================================================================
 ``mri``        ``acceleration`` (required), ``center_fraction`` (``0.32 / acceleration``: the
                fastMRI pairs 4x / 0.08 and 8x / 0.04), ``mask`` (``equispaced`` | ``random`` |
-               ``variable-density`` | ``variance`` | ``active``), ``coils`` (simulated receive
-               coils for image data, ``0`` = single-coil)
+               ``variable-density`` | ``variance`` | ``active`` | ``poisson-disc``: volumes only),
+               ``coils`` (simulated receive coils for image data, ``0`` = single-coil)
 ``ct``         ``views`` (required), ``arc`` in degrees (180: sparse view; less: limited angle)
 ``inpainting`` ``fraction`` of observed pixels (required)
 ``blur``       ``sigma`` of the Gaussian kernel in pixels (1.5)
@@ -21,6 +21,8 @@ variable density (:func:`~invsolve.operators.variable_density_mask`), the fixed 
 k-space variance over the default prior's training phantoms (:func:`~invsolve.operators.kspace_variance_mask`),
 and ``active``: only the centre is given, the rest of the budget (``round(W / acceleration)``
 columns in all) is chosen during sampling by the ``ads`` method (:mod:`invsolve.samplers.ads`).
+``poisson-disc`` is a 3D mask for volumes (``mbir3d``): variable-density Poisson-disc points of the
+``(k_z, k_y)`` plane (:func:`~invsolve.operators.poisson_disc_mask`), every ``k_x``.
 
 Every kind also takes ``noise``: the relative noise level of simulated measurements,
 ``sigma_y = noise * RMS(A x)`` (0.01, as :data:`invsolve.tasks.NOISE_LEVEL`). Measured k-space
@@ -52,7 +54,7 @@ _PARAMETERS: dict[str, dict[str, tuple[type, Any]]] = {
 }
 _COMMON: dict[str, tuple[type, Any]] = {"noise": (float, 0.01)}
 OPERATOR_KINDS: tuple[str, ...] = tuple(_PARAMETERS)
-MRI_MASKS = ("equispaced", "random", "variable-density", "variance", "active")
+MRI_MASKS = ("equispaced", "random", "variable-density", "variance", "active", "poisson-disc")
 #: Training phantoms whose k-space variance defines the ``variance`` mask (the default prior's stream).
 VARIANCE_MASK_TRAINING = {"seed": 0, "count": 256}
 
@@ -232,6 +234,8 @@ def mri_columns(spec: OperatorSpec, width: int, seed: int) -> torch.Tensor:
 
     p = dict(spec.params)
     shape, acc, cf = (width, width), p["acceleration"], p["center_fraction"]
+    if p["mask"] == "poisson-disc":
+        raise ValueError("mask=poisson-disc samples the (k_z, k_y) plane of a volume: use it with the mbir3d sampler")
     if p["mask"] in ("equispaced", "random"):
         mask = ops.fastmri_mask(shape, acc, cf, kind=p["mask"], seed=seed)
     elif p["mask"] == "variable-density":

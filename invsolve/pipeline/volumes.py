@@ -2,9 +2,10 @@
 
 A stack of slices on the prior's grid, ``truth (1, 1, D, n, n)``, is measured by the 3D version of an
 operator spec: ``ct`` -> :class:`~invsolve.operators.ParallelBeamCT3D` (every slice with the same
-views; sparse-view or limited-angle with ``arc``), ``mri`` -> 3D Cartesian MRI with one column mask
-for every slice (``SingleCoilMRI((D, n, n))`` with an ``(n, n)`` mask, the depth axis fully sampled
-as the readout) through ``RealToComplex``. Noise as for images: ``sigma_y = noise * RMS(A x)``.
+views; sparse-view or limited-angle with ``arc``), ``mri`` -> 3D Cartesian MRI (3D FFT) through
+``RealToComplex``: with a column mask, one ``(n, n)`` mask for every slice (the depth axis fully
+sampled as the readout); with ``mask=poisson-disc`` a 3D ``(D, n, n)`` mask, Poisson-disc points of the
+``(k_z, k_y)`` plane with every ``k_x`` (slices coupled through ``k_z``). Noise as for images: ``sigma_y = noise * RMS(A x)``.
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ def volume_problem(truth: torch.Tensor, spec: OperatorSpec, *, mask_seed: int, n
         baseline, name, tv = op.fbp, "FBP", 0.1
     else:
         if spec["mask"] == "active" or spec["coils"]:
-            raise ValueError("3D MRI supports fixed single-coil masks (mask=equispaced|random|variable-density|variance)")
-        mask = mri_columns(spec, n, mask_seed).float().expand(n, n).clone().to(device)
+            raise ValueError("3D MRI supports fixed single-coil masks (mask=equispaced|random|variable-density|variance|"
+                             "poisson-disc)")
+        if spec["mask"] == "poisson-disc":
+            plane = ops.poisson_disc_mask((depth, n), spec["acceleration"], spec["center_fraction"], mask_seed)
+            mask = plane[:, :, None].expand(depth, n, n).contiguous().to(device)
+        else:
+            mask = mri_columns(spec, n, mask_seed).float().expand(n, n).clone().to(device)
         mri = ops.SingleCoilMRI(mask, (depth, n, n), device=device)
         op = mri @ ops.RealToComplex((1, depth, n, n), device=device)
 

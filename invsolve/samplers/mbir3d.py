@@ -23,6 +23,7 @@ splitting. Measured settings and numbers: ``experiments/results/mbir3d_quality.m
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Real
 
 import torch
 
@@ -160,7 +161,7 @@ def mbir3d(
     check_generator(generator)
     check_n_samples(n_samples)
     for name, value in (("lam", lam), ("lam_xy", lam_xy), ("rho", rho), ("snr", snr)):
-        if not value >= 0:
+        if isinstance(value, bool) or not isinstance(value, Real) or not value >= 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
     if not rho > 0:
         raise ValueError("rho must be > 0")
