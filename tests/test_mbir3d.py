@@ -138,3 +138,12 @@ def test_mbir3d_weights_are_relative_to_the_operator_scale_and_in_plane_tv_is_op
     for bad in ({"lam_xy": -1.0}, {"operator_norm": 0.0}, {"admm_iterations": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             run(meas, **bad)
+
+
+def test_mbir3d_corrector_steps_cost_network_calls_and_keep_the_fit():
+    op, truth, meas = _problem()
+    prior = SliceStackPrior(_prior2d(), D, chunk=4)
+    out = mbir3d(meas, prior, steps=10, generator=torch.Generator().manual_seed(0), lam=0.5, rho=1.0,
+                 corrector_steps=2, snr=0.1)
+    assert out.nfe == 30 and torch.isfinite(out.samples).all()
+    assert float((out.mean - truth).square().mean()) < float((0.5 - truth).square().mean())
