@@ -4,7 +4,7 @@ Volumes: 64 slices of 64x64 random ellipsoids (seeds 100, 101, ...; never used f
 The default 2D prior (trained on 2D ellipse phantoms) acts on the axial slices. Problems (1% noise):
 
 - ``ct-sparse``: parallel-beam CT, 8 views over 180 degrees, every slice;
-- ``ct-limited``: parallel-beam CT, 60 views over a 90-degree wedge;
+- ``ct-limited``: parallel-beam CT, 30 views over a 90-degree wedge (3-degree steps);
 - ``mri-2d-mask``: 3D Cartesian MRI (3D FFT), one random-column mask (8x, 4% centre) for every slice;
 - ``mri-3d-mask``: 3D Cartesian MRI with a 3D mask: a variable-density Poisson-disc pattern over the
   (k_z, k_y) phase-encode plane (8x), k_x fully sampled, so slices are coupled through k_z.
@@ -98,7 +98,7 @@ def _kz_ky_mask(depth: int, seed: int) -> torch.Tensor:
 
 PROBLEMS = {
     "ct-sparse": Problem(_ct(sparse_view_angles(8)), "FBP", RED_DIFF_SETTINGS["CT 8 views"]),
-    "ct-limited": Problem(_ct(limited_angle_angles(60, 90.0)), "FBP", RED_DIFF_SETTINGS["CT 8 views"]),
+    "ct-limited": Problem(_ct(limited_angle_angles(30, 90.0)), "FBP", RED_DIFF_SETTINGS["CT 8 views"]),
     "mri-2d-mask": Problem(_mri(_column_mask), "zero-filled", RED_DIFF_SETTINGS["MRI 8x"]),
     "mri-3d-mask": Problem(_mri(_kz_ky_mask), "zero-filled", RED_DIFF_SETTINGS["MRI 8x"]),
 }
@@ -259,7 +259,7 @@ def summary() -> None:
     """Collect every problem's JSON into ``results/mbir3d_quality.md``."""
     parts = ["# DiffusionMBIR quality on held-out 3D ellipsoid phantoms", "",
              "Commands: `OMP_NUM_THREADS=2 python experiments/mbir3d_quality.py --problem P --volumes N` for each "
-             "problem below, then `--summary`. " + __doc__.split("\n\n")[1].replace("\n", " "), ""]
+             "problem below, then `--summary`.", "", "\n\n".join(__doc__.split("\n\n")[1:4]), ""]
     for name in PROBLEMS:
         path = RESULTS / "mbir3d" / f"{name}.json"
         if not path.exists():
