@@ -56,7 +56,7 @@ HELD_OUT_SEEDS = 100  # volumes 100, 101, ...: never used for training or tuning
 TUNING_SEED, TUNING_DEPTH = 5, 32
 SIZE = 64
 RESULTS = Path(__file__).parent / "results"
-TV_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)  # isotropic, absolute
+TV_GRID = (1e-4, 3e-4, 1e-3, 0.003, 0.01, 0.03, 0.1, 0.3)  # isotropic, absolute
 TV_Z_GRID = (1e-4, 3e-4, 1e-3)  # anisotropic, relative to ||A||^2
 TV_XY_GRID = (1e-4, 2e-4, 4e-4, 1e-3)
 
@@ -182,9 +182,11 @@ def three_plane_figure(path: Path, truth: np.ndarray, recons: dict[str, np.ndarr
         for c, (plane, axis) in enumerate(PLANES.items()):
             image = np.take(vol, vol.shape[axis] // 2, axis=axis)
             axes[r, c].imshow(image, cmap="gray", vmin=0, vmax=float(truth.max()))
-            label = name if name == "truth" else f"{name}: {metrics[name][plane + '_psnr']:.1f} dB"
-            axes[r, c].set_title(f"{label} ({plane})", fontsize=8)
-            axes[r, c].axis("off")
+            label = plane if name == "truth" else f"{plane}: {metrics[name][plane + '_psnr']:.1f} dB"
+            axes[r, c].set_title(label, fontsize=8)
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

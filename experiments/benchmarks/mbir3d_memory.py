@@ -82,14 +82,15 @@ def main(argv: list[str] | None = None) -> None:
              "about the same at every depth) and the growth of that peak during the run over its value before "
              "(which already holds the peaks of building the data and the operator).", "",
              "| depth | volume (MiB) | prior alone: peak RSS | growth | mbir3d: peak RSS | growth | prior s / step | "
-             "ADMM s / step |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "ADMM (+ DDIM update) s / step | ||A|| once (s) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for d in args.depths:
         p = next(r for r in rows if r["depth"] == d and r["part"] == "prior")
         m = next(r for r in rows if r["depth"] == d and r["part"] == "mbir3d")
         lines.append(f"| {d} | {d * 64 * 64 * 4 / 2**20:.1f} | {p['peak_mib']:.0f} | {p['growth_mib']:.0f} | "
                      f"{m['peak_mib']:.0f} | {m['growth_mib']:.0f} | "
-                     f"{m['seconds_per_step']['prior']:.2f} | {m['seconds_per_step']['admm']:.2f} |")
+                     f"{m['seconds_per_step']['prior']:.2f} | {m['seconds_per_step']['admm']:.2f} | "
+                     f"{m['seconds_per_step']['operator_norm_s']:.2f} |")
     text = "\n".join(lines) + "\n"
     if args.out:
         write_text_atomic(args.out, text)
