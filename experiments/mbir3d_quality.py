@@ -260,6 +260,8 @@ def verdict(per_volume: list[dict[str, dict]]) -> list[str]:
 def summary() -> None:
     """Collect every problem's JSON into ``results/mbir3d_quality.md``."""
     parts = ["# DiffusionMBIR quality on held-out 3D ellipsoid phantoms", "",
+             "Isotropic TV grid: 0.003-0.3 for the ct-sparse and mri-3d-mask runs, 1e-4-0.3 for the later runs "
+             "(small weights added for MRI); the anisotropic grid was the same for all.", "",
              "Commands: `OMP_NUM_THREADS=2 python experiments/mbir3d_quality.py --problem P --volumes N` for each "
              "problem below, then `--summary`.", "", "\n\n".join(__doc__.split("\n\n")[1:4]), ""]
     for name in PROBLEMS:
