@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
              "about the same at every depth) and the growth of that peak during the run over its value before "
              "(which already holds the peaks of building the data and the operator).", "",
              "| depth | volume (MiB) | prior alone: peak RSS | growth | mbir3d: peak RSS | growth | prior s / step | "
-             "ADMM (+ DDIM update) s / step | ||A|| once (s) |",
+             "ADMM (+ DDIM update) s / step | operator norm, once (s) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for d in args.depths:
         p = next(r for r in rows if r["depth"] == d and r["part"] == "prior")
