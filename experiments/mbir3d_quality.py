@@ -1,7 +1,7 @@
 """DiffusionMBIR against slice-wise 2D posterior sampling, 3D TV and FBP / zero-filled on held-out 3D phantoms.
 
 Volumes: 64 slices of 64x64 random ellipsoids (seeds 100, 101, ...; never used for training or tuning).
-The default 2D prior (trained on 2D ellipse phantoms) acts on the axial slices. Problems (1% noise):
+A 2D slice prior acts on the axial slices (see "Slice priors" below). Problems (1% noise):
 
 - ``ct-sparse``: parallel-beam CT, 8 views over 180 degrees, every slice;
 - ``ct-limited``: parallel-beam CT, 30 views over a 90-degree wedge (3-degree steps);
@@ -16,9 +16,16 @@ prior, separate weights along z and in-plane); slice-wise RED-Diff (the 2D sampl
 independently through ``SliceStackPrior``, 100 steps, settings of the 2D benchmark); with ``--ablation``
 slice-wise DDS (``mbir3d`` with ``lam = 0``: CG data term, no coupling); DiffusionMBIR as in the paper
 (TV along z only, the sampler's defaults) and DiffusionMBIR + in-plane TV (``lam_xy``), both settings
-chosen on the sparse-view CT tuning volume and used unchanged for every problem. Metrics: PSNR and SSIM
-(fastMRI definitions, data range = the volume's maximum) averaged over the non-empty slices of each
-plane: axial (the prior's plane), coronal and sagittal.
+chosen on the sparse-view CT tuning volume with the default prior; with ``--tune-mbir`` the in-plane
+variant's ``(lam, lam_xy)`` are chosen per problem on the tuning volume, like the TV weights. Metrics:
+PSNR and SSIM (fastMRI definitions, data range = the volume's maximum) averaged over the non-empty
+slices of each plane: axial (the prior's plane), coronal and sagittal.
+
+Slice priors: the shipped default prior (trained on 2D ellipse phantoms, a different distribution from
+the slices of ellipsoid volumes), or with ``--prior`` a prior trained on the axial slices of training
+volumes, as DiffusionMBIR trains its prior (``invsolve/weights/ellipsoid_slice_prior.pt``: the default
+prior fine-tuned on slices of ``EllipsoidSlices`` volumes, seeds hashed from ``(0, v)``, never the
+held-out or tuning seeds; recipe in its JSON file).
 
     OMP_NUM_THREADS=2 python experiments/mbir3d_quality.py --problem ct-sparse --volumes 3
     OMP_NUM_THREADS=2 python experiments/mbir3d_quality.py --summary   # tables -> experiments/results/mbir3d_quality.md
@@ -47,6 +54,7 @@ from invsolve.operators import (ParallelBeamCT3D, RealToComplex, SingleCoilMRI, 
                                 poisson_disc_mask, sparse_view_angles)
 from invsolve.operators.base import LinearOperator
 from invsolve.priors import SliceStackPrior, load_default_prior
+from invsolve.priors.edm import EDMPrior
 from invsolve.samplers import mbir3d, red_diff
 from invsolve.samplers.mbir3d import admm_tv_step
 from invsolve.tasks import _magnitude
@@ -104,7 +112,13 @@ PROBLEMS = {
 }
 MBIR3D = {"lam": 1e-3, "rho": 2e-2, "cg_iterations": 5, "admm_iterations": 2}  # the sampler's defaults
 IN_PLANE_TV = {"lam_xy": 4e-4, "admm_iterations": 4}  # "DiffusionMBIR + in-plane TV" (tuning volume, ct-sparse)
+MBIR_GRID = [{"lam": lam, "lam_xy": lam_xy} for lam in (3e-4, 1e-3) for lam_xy in (2e-4, 4e-4)]  # --tune-mbir
 RED_DIFF_STEPS = 100
+
+
+def load_prior(path: str | None):
+    """The 2D prior of the slices: a prior file (``--prior``) or the shipped default prior."""
+    return load_default_prior() if path is None else EDMPrior.from_checkpoint(path)
 
 
 def measure(problem: Problem, depth: int, seed: int):
@@ -175,6 +189,22 @@ def tune_tv(problem: Problem) -> dict:
     return {"isotropic": max(iso, key=iso.get), "anisotropic": max(aniso, key=aniso.get)}
 
 
+def tune_mbir(problem: Problem, prior2d, steps: int) -> dict:
+    """DiffusionMBIR + in-plane TV weights (``MBIR_GRID``) with the best mean SSIM on the tuning volume."""
+    volume, meas, _ = measure(problem, TUNING_DEPTH, TUNING_SEED)
+    truth = volume[0, 0].numpy()
+    prior = SliceStackPrior(prior2d, TUNING_DEPTH, chunk=12)
+    base = {**MBIR3D, **problem.mbir3d, **IN_PLANE_TV, "operator_norm": operator_norm(meas.operator)}
+    scores = {}
+    for i, setting in enumerate(MBIR_GRID):
+        with torch.no_grad():
+            recon = mbir3d(meas, prior, steps=steps, generator=torch.Generator().manual_seed(TUNING_SEED),
+                           **{**base, **setting}).samples[0]
+        scores[i] = mean_ssim(plane_metrics(truth, recon.reshape(truth.shape).clamp(0, 1).numpy()))
+        print("DiffusionMBIR + in-plane TV tuning (mean SSIM):", setting, round(scores[i], 5), flush=True)
+    return MBIR_GRID[max(scores, key=scores.get)]
+
+
 def three_plane_figure(path: Path, truth: np.ndarray, recons: dict[str, np.ndarray], metrics: dict) -> None:
     """Middle axial, coronal and sagittal slices of the truth and of every method (one row each)."""
     import matplotlib
@@ -199,9 +229,9 @@ def three_plane_figure(path: Path, truth: np.ndarray, recons: dict[str, np.ndarr
 
 
 def run_volume(problem: Problem, seed: int, depth: int, steps: int, tv: dict, figure: Path | None,
-               ablation: bool) -> dict[str, dict]:
+               ablation: bool, prior2d, in_plane_tv: dict) -> dict[str, dict]:
     volume, meas, baseline = measure(problem, depth, seed)
-    prior = SliceStackPrior(load_default_prior(), depth, chunk=12)
+    prior = SliceStackPrior(prior2d, depth, chunk=12)
     mbir = {**MBIR3D, **problem.mbir3d}
 
     def sampler(fn, n_steps=steps, **kw):
@@ -210,7 +240,7 @@ def run_volume(problem: Problem, seed: int, depth: int, steps: int, tv: dict, fi
 
     norm = operator_norm(meas.operator)
     mbir = {**mbir, "operator_norm": norm}
-    with_xy = {**mbir, **IN_PLANE_TV}
+    with_xy = {**mbir, **in_plane_tv}
     methods = {
         problem.baseline: lambda: baseline(meas.y),
         "3D TV (isotropic, PDHG)": lambda: isotropic_tv(meas, tv["isotropic"]),
@@ -265,24 +295,28 @@ def verdict(per_volume: list[dict[str, dict]]) -> list[str]:
     return lines
 
 
+def result_stem(problem: str, tag: str | None) -> str:
+    return problem if tag is None else f"{problem}-{tag}"
+
+
 def summary() -> None:
-    """Collect every problem's JSON into ``results/mbir3d_quality.md``."""
+    """Collect every problem's JSON (each prior's runs) into ``results/mbir3d_quality.md``."""
     parts = ["# DiffusionMBIR quality on held-out 3D ellipsoid phantoms", "",
-             "Isotropic TV grid: 0.003-0.3 for the ct-sparse and mri-3d-mask runs, 1e-4-0.3 for the later runs "
-             "(small weights added for MRI); the anisotropic grid was the same for all.", "",
-             "Commands: `OMP_NUM_THREADS=2 python experiments/mbir3d_quality.py --problem P --volumes N` for each "
-             "problem below, then `--summary`.", "", "\n\n".join(__doc__.split("\n\n")[1:4]), ""]
-    for name in PROBLEMS:
-        path = RESULTS / "mbir3d" / f"{name}.json"
-        if not path.exists():
-            continue
+             "Isotropic TV grid: 0.003-0.3 for the first ct-sparse and mri-3d-mask runs, 1e-4-0.3 for the later "
+             "runs (small weights added for MRI); the anisotropic grid was the same for all.", "",
+             "Commands: `OMP_NUM_THREADS=2 python experiments/mbir3d_quality.py --problem P --volumes N [options]` "
+             "for each section below (the exact command heads it), then `--summary`.", "",
+             "\n\n".join(__doc__.split("\n\n")[1:5]), ""]
+    for path in sorted((RESULTS / "mbir3d").glob("*.json"), key=lambda p: (p.stem.count("-") > 1, p.stem)):
         record = json.loads(path.read_text())
         per_volume = record["per_volume"]
-        parts += [f"## {name}", "", f"`{record['command']}` ({record['threads']} threads, CPU): "
-                  f"{len(per_volume)} volumes of 64x64x{record['depth']}, {record['steps']} steps; 3D TV weights "
-                  f"{record['tv']}; DiffusionMBIR {json.dumps(record['mbir3d'])} (+ in-plane TV: "
-                  f"{json.dumps(record['in_plane_tv'])}). Figure: "
-                  f"`mbir3d/{name}.png` (first volume).", "", *table(per_volume), "", *verdict(per_volume), ""]
+        prior = record.get("prior", "the default prior (2D ellipses)")
+        tuned = " (tuned on the tuning volume)" if record.get("mbir_tuned") else ""
+        parts += [f"## {path.stem}", "", f"`{record['command']}` ({record['threads']} threads, CPU): "
+                  f"{len(per_volume)} volumes of 64x64x{record['depth']}, {record['steps']} steps; slice prior: "
+                  f"{prior}; 3D TV weights {record['tv']}; DiffusionMBIR {json.dumps(record['mbir3d'])} (+ in-plane "
+                  f"TV{tuned}: {json.dumps(record['in_plane_tv'])}). Figure: `mbir3d/{path.stem}.png` (first volume).",
+                  "", *table(per_volume), "", *verdict(per_volume), ""]
     write_text_atomic(RESULTS / "mbir3d_quality.md", "\n".join(parts))
     print("\n".join(parts))
 
@@ -293,6 +327,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--volumes", type=int, default=2)
     parser.add_argument("--depth", type=int, default=64)
     parser.add_argument("--steps", type=int, default=50, help="DiffusionMBIR steps (RED-Diff: 100)")
+    parser.add_argument("--prior", help="2D prior file for the slices (default: the shipped default prior)")
+    parser.add_argument("--tag", help="suffix of the result files (runs with another prior or settings)")
+    parser.add_argument("--tv-weights", type=json.loads,
+                        help='3D TV weights as JSON, e.g. \'{"isotropic": 0.1, "anisotropic": [3e-4, 4e-4]}\' '
+                             "(default: tuned on the tuning volume)")
+    parser.add_argument("--tune-mbir", action="store_true",
+                        help="choose DiffusionMBIR + in-plane TV's (lam, lam_xy) from MBIR_GRID on the tuning volume")
     parser.add_argument("--ablation", action="store_true", help="add slice-wise DDS (mbir3d with lam = 0)")
     parser.add_argument("--summary", action="store_true", help="write results/mbir3d_quality.md from the JSON files")
     args = parser.parse_args(argv)
@@ -301,17 +342,25 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.problem is None:
         parser.error("--problem is required (or --summary)")
+    if args.tv_weights is not None and (set(args.tv_weights) != {"isotropic", "anisotropic"}
+                                        or len(args.tv_weights["anisotropic"]) != 2):
+        parser.error("--tv-weights needs the keys 'isotropic' (a number) and 'anisotropic' ([lam_z, lam_xy])")
     problem = PROBLEMS[args.problem]
-    tv = tune_tv(problem)
+    prior2d = load_prior(args.prior)
+    tv = tune_tv(problem) if args.tv_weights is None else args.tv_weights
+    in_plane_tv = {**IN_PLANE_TV, **(tune_mbir(problem, prior2d, args.steps) if args.tune_mbir else {})}
     out = RESULTS / "mbir3d"
     out.mkdir(parents=True, exist_ok=True)
+    stem = result_stem(args.problem, args.tag)
     per_volume = [run_volume(problem, HELD_OUT_SEEDS + v, args.depth, args.steps, tv,
-                             out / f"{args.problem}.png" if v == 0 else None, args.ablation)
+                             out / f"{stem}.png" if v == 0 else None, args.ablation, prior2d, in_plane_tv)
                   for v in range(args.volumes)]
+    prior_text = "the default prior (2D ellipses)" if args.prior is None else f"`{args.prior}`"
     record = {"command": f"python experiments/mbir3d_quality.py {' '.join(sys.argv[1:] if argv is None else argv)}",
               "threads": torch.get_num_threads(), "depth": args.depth, "steps": args.steps, "tv": tv,
-              "mbir3d": {**MBIR3D, **problem.mbir3d}, "in_plane_tv": IN_PLANE_TV, "per_volume": per_volume}
-    write_text_atomic(out / f"{args.problem}.json", json.dumps(record, indent=1))
+              "prior": prior_text, "mbir_tuned": args.tune_mbir,
+              "mbir3d": {**MBIR3D, **problem.mbir3d}, "in_plane_tv": in_plane_tv, "per_volume": per_volume}
+    write_text_atomic(out / f"{stem}.json", json.dumps(record, indent=1))
     print("\n".join(table(per_volume) + verdict(per_volume)))
 
 

@@ -1,11 +1,15 @@
-"""Copy a trained prior into the package as the default prior and write its recipe beside it.
+"""Copy a trained prior into the package and write its recipe beside it.
 
     python experiments/ship_prior.py --run runs/default_prior
+    python experiments/ship_prior.py --run runs/slice_prior --name ellipsoid_slice_prior \
+        --config experiments/configs/slice_prior_ellipsoids.json
 
 reads ``<run>/checkpoint.pt`` (weights-only) and ``<run>/loss.csv``, copies ``<run>/prior.pt`` (the
 EMA weights with their config) to ``invsolve/weights/default_prior.pt`` and writes
 ``invsolve/weights/default_prior.json``: data source, resolution, steps, seed, wall time, final loss,
-the full training config and the exact command that retrains it.
+the full training config and the exact command that retrains it. Runs trained from a ``--config``
+file (needed for fields with no flag, e.g. ``data_options``) are shipped with that file, which is
+checked to reproduce the run's config.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ MAX_BYTES = 20 * 2**20
 
 # TrainConfig field -> command-line flag of experiments/train_prior.py
 FLAGS = {
-    "source": "--source", "data_path": "--data-path", "data_seed": "--data-seed", "resolution": "--resolution",
+    "source": "--source", "data_path": "--data-path", "data_seed": "--data-seed", "init_from": "--init-from",
+    "resolution": "--resolution",
     "arch": "--arch", "width": "--width", "channel_mult": "--channel-mult", "num_blocks": "--num-blocks",
     "attn_resolutions": "--attn-resolutions", "dropout": "--dropout", "sigma_data": "--sigma-data",
     "batch_size": "--batch-size", "lr": "--lr", "warmup_steps": "--warmup-steps",
@@ -58,12 +63,34 @@ def command_for(config: dict, out: str) -> str:
     return " ".join(parts)
 
 
+DESCRIPTIONS = {
+    "ellipses": ("EDM prior (Karras et al., 2022) of random 2D ellipse phantoms, 64x64, values in [0, 1]; EMA weights",
+                 "invsolve.datasets.training_data.EllipsePhantoms (random_ellipses), a fresh phantom per draw"),
+    "ellipsoids": ("EDM prior (Karras et al., 2022) of 2D slices of random 3D ellipsoid phantoms, values in [0, 1]; "
+                   "EMA weights; the slice prior of DiffusionMBIR-style 3D reconstruction",
+                   "invsolve.datasets.training_data.EllipsoidSlices (random_ellipsoids), slices of seeded volumes"),
+}
+
+
+def command_from_config_file(config_file: Path, train_cfg: dict, out: str, steps: int) -> str:
+    """``train_prior.py --config FILE`` command for a run; refused unless FILE reproduces ``train_cfg``."""
+    from invsolve.training import _RESUMABLE_CHANGES
+
+    data = json.loads(config_file.read_text())
+    rebuilt = TrainConfig.from_dict({**data, "out_dir": out}).to_dict()
+    differ = sorted(k for k, v in train_cfg.items() if k not in _RESUMABLE_CHANGES and rebuilt.get(k) != v)
+    if differ:
+        raise ValueError(f"{config_file} does not reproduce the run's config; fields that differ: {differ}")
+    return f"OMP_NUM_THREADS=1 python experiments/train_prior.py --config {config_file} --out {out} --steps {steps}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="training output folder")
     parser.add_argument("--name", default="default_prior", help="file stem under invsolve/weights (default: default_prior)")
     parser.add_argument("--hardware", default=f"{platform.machine()} CPU, 1 thread (OMP_NUM_THREADS=1), shared with other jobs")
     parser.add_argument("--note", action="append", default=[], help="a note to record in the recipe (repeatable)")
+    parser.add_argument("--config", type=Path, help="the --config file the run was trained with (JSON)")
     args = parser.parse_args(argv)
 
     state = load_training_checkpoint(args.run / CHECKPOINT_NAME)
@@ -83,14 +110,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     import deepinv
 
     last = rows[-10:]
-    train_cfg["out_dir"] = "runs/default_prior"
+    out = f"runs/{args.name}"
+    train_cfg["out_dir"] = out
+    description, data = DESCRIPTIONS.get(train_cfg["source"], (f"EDM prior of {train_cfg['source']} data", train_cfg["source"]))
+    if args.config is not None:
+        command = command_from_config_file(args.config, train_cfg, out, int(state["step"]))
+        original = command_from_config_file(args.config, train_cfg, out, train_cfg["steps"])
+    else:
+        command = command_for({**train_cfg, "steps": int(state["step"]), "max_wall_seconds": None}, out)
+        original = command_for(train_cfg, out)
     recipe = {
-        "description": "EDM prior (Karras et al., 2022) of random 2D ellipse phantoms, 64x64, values in [0, 1]; EMA weights",
+        "description": description,
         "weights": target.name,
         "sha256": digest,
         "size_bytes": size,
         "parameters": sum(p.numel() for p in prior.denoiser.parameters()),
-        "data": "invsolve.datasets.training_data.EllipsePhantoms (random_ellipses), a fresh phantom per draw",
+        "data": data,
         "source": train_cfg["source"],
         "resolution": train_cfg["resolution"],
         "seed": train_cfg["seed"],
@@ -110,10 +145,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The run may stop before its planned steps (wall-time limit, or stopped by hand after a checkpoint);
         # the learning-rate and EMA schedules do not depend on the
         # planned total, so training for exactly the steps done reproduces it.
-        "command": command_for({**train_cfg, "steps": int(state["step"]), "max_wall_seconds": None}, "runs/default_prior"),
-        "original_command": command_for(train_cfg, "runs/default_prior"),
-        "resume": "rerun the same command; it continues from runs/default_prior/checkpoint.pt",
-        "ship": "python experiments/ship_prior.py --run runs/default_prior",
+        "command": command,
+        "original_command": original + (f" --max-wall-seconds {train_cfg['max_wall_seconds']}"
+                                        if args.config is not None and train_cfg["max_wall_seconds"] else ""),
+        "resume": f"rerun the same command; it continues from {out}/checkpoint.pt",
+        "ship": f"python experiments/ship_prior.py --run {out}" + (f" --name {args.name}" if args.name != "default_prior" else "")
+        + (f" --config {args.config}" if args.config is not None else ""),
         "notes": args.note,
         "config": train_cfg,
         "prior_config": state["config"]["prior"],

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from invsolve._atomic import atomic_path, write_text_atomic
-from invsolve.priors.edm import PRIOR_FORMAT, TRAIN_FORMAT, EDMPrior, edm_loss_weight, make_edm_prior
+from invsolve.priors.edm import PRIOR_FORMAT, TRAIN_FORMAT, EDMDenoiser, EDMPrior, edm_loss_weight, make_edm_prior
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PRIOR_NAME = "prior.pt"
@@ -55,7 +55,9 @@ class TrainConfig:
     :func:`invsolve.datasets.training_data.build_training_data`); ``data_path`` is the folder or file
     of file sources; ``data_options`` are passed to the dataset (e.g. ``{"mode": "complex"}``);
     ``data_seed`` seeds procedural sources (defaults to ``seed``).
-    Network: see :func:`invsolve.priors.edm.build_network`.
+    Network: see :func:`invsolve.priors.edm.build_network`. ``init_from``: a prior file (or training
+    checkpoint) whose weights start both the network and its EMA (fine-tuning, e.g. a slice prior for
+    3D volumes from the 2D default prior); its network and ``sigma_data`` must match this config.
     """
 
     out_dir: str
@@ -63,6 +65,7 @@ class TrainConfig:
     data_path: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
     data_seed: int | None = None
+    init_from: str | None = None
     resolution: int = 64
     arch: str = "adm"
     width: int = 32
@@ -244,6 +247,20 @@ def export_prior(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     return prior.save(out)
 
 
+def _load_initial_weights(path: str, prior_cfg: dict[str, Any], model: EDMDenoiser, ema: EMA) -> None:
+    """Start ``model`` and ``ema`` from the prior at ``path`` (fine-tuning); its network must match ``prior_cfg``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"init_from: {path} is not a file (expected a prior file or training checkpoint)")
+    initial = EDMPrior.from_checkpoint(path)
+    keys = ("arch", "channels", "resolution", "width", "channel_mult", "num_blocks", "attn_resolutions", "sigma_data")
+    differ = {k: (initial.config.get(k), prior_cfg[k]) for k in keys if initial.config.get(k) != prior_cfg[k]}
+    if differ:
+        raise ValueError(f"init_from: {path} has a different network; (its value, this run's) by key: {differ}")
+    weights = initial.denoiser.net.state_dict()
+    model.net.load_state_dict(weights)
+    ema.module.net.load_state_dict(weights)
+
+
 def train(config: TrainConfig | dict[str, Any], *, callback: Callable[[TrainStep], None] | None = None) -> TrainResult:
     """Train (or resume training) an EDM prior; see the module docstring.
 
@@ -293,6 +310,8 @@ def train(config: TrainConfig | dict[str, Any], *, callback: Callable[[TrainStep
         _rewrite_loss_log(log_path, _read_loss_log(log_path, step))
     else:
         torch.manual_seed(config.seed)  # dropout draws from the global generator
+        if config.init_from is not None:
+            _load_initial_weights(config.init_from, prior_cfg, model, ema)
         _rewrite_loss_log(log_path, [])
     write_text_atomic(out / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
 
@@ -410,6 +429,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--fastmri-mode", choices=("magnitude", "complex"), help="fastMRI slices as magnitude (1 channel) or complex (2)"
     )
     parser.add_argument("--data-seed", type=int, help="seed of procedural data (default: --seed)")
+    parser.add_argument("--init-from", help="prior file or training checkpoint to start from (fine-tuning)")
     parser.add_argument("--resolution", type=int, help=f"image size (default: {d.resolution})")
     parser.add_argument("--arch", choices=("adm", "ncsnpp", "ddpmpp"), help=f"deepinv architecture (default: {d.arch})")
     parser.add_argument("--width", type=int, help=f"base channels, a multiple of 32 (default: {d.width})")
@@ -453,7 +473,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ValueError(f"config file {path} must hold a mapping of TrainConfig fields")
     data["out_dir"] = args.out
     for name in (
-        "source", "data_path", "data_seed", "resolution", "arch", "width", "channel_mult", "num_blocks",
+        "source", "data_path", "data_seed", "init_from", "resolution", "arch", "width", "channel_mult", "num_blocks",
         "attn_resolutions", "dropout", "sigma_data", "batch_size", "lr", "warmup_steps", "ema_halflife_images",
         "steps", "checkpoint_every", "log_every", "seed", "device", "max_wall_seconds",
     ):  # fmt: skip

@@ -105,6 +105,25 @@ def test_resume_refuses_a_changed_config_and_extends_steps(tmp_path):
     assert fresh.step == 1 and len(read_log(tmp_path / "loss.csv")) == 1
 
 
+def test_fine_tuning_starts_from_the_given_prior(tmp_path):
+    base = train(TrainConfig(out_dir=str(tmp_path / "base"), steps=2, checkpoint_every=2, **{**TINY, "seed": 6}))
+    start = EDMPrior.from_checkpoint(base.prior).denoiser.net.state_dict()
+    tuned_cfg = TrainConfig(out_dir=str(tmp_path / "tuned"), steps=1, checkpoint_every=1, init_from=str(base.prior),
+                            source="ellipsoids", data_options={"axes": [0], "n_volumes": 4}, **{**TINY, "dropout": 0.0})
+    with pytest.raises(ValueError, match="different network"):
+        train(TrainConfig(**{**tuned_cfg.to_dict(), "sigma_data": 0.3, "out_dir": str(tmp_path / "bad")}))
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train(TrainConfig(**{**tuned_cfg.to_dict(), "init_from": str(tmp_path / "no.pt"), "out_dir": str(tmp_path / "m")}))
+    tuned = torch.load(train(tuned_cfg).checkpoint, weights_only=True)
+    fresh = torch.load(train(TrainConfig(**{**tuned_cfg.to_dict(), "init_from": None,
+                                            "out_dir": str(tmp_path / "fresh")})).checkpoint, weights_only=True)
+    # one Adam step moves every weight by at most about lr; a fresh start (another seed's init) is far away
+    bound = 2 * tuned_cfg.lr + 1e-7
+    for key in ("model", "ema"):
+        assert all((tuned[key][k] - start[k]).abs().max() <= bound for k in start), key
+    assert max(float((fresh["model"][k] - start[k]).abs().max()) for k in start) > 100 * bound
+
+
 def test_wall_time_limit_stops_with_a_checkpoint(tmp_path):
     cfg = TrainConfig(out_dir=str(tmp_path), steps=50, checkpoint_every=100, max_wall_seconds=1e-6, **TINY)
     result = train(cfg)
