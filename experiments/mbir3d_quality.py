@@ -112,7 +112,7 @@ PROBLEMS = {
 }
 MBIR3D = {"lam": 1e-3, "rho": 2e-2, "cg_iterations": 5, "admm_iterations": 2}  # the sampler's defaults
 IN_PLANE_TV = {"lam_xy": 4e-4, "admm_iterations": 4}  # "DiffusionMBIR + in-plane TV" (tuning volume, ct-sparse)
-MBIR_GRID = [{"lam": lam, "lam_xy": lam_xy} for lam in (3e-4, 1e-3) for lam_xy in (2e-4, 4e-4)]  # --tune-mbir
+MBIR_GRID = [{"lam": lam, "lam_xy": lam_xy} for lam in (1e-4, 3e-4, 1e-3) for lam_xy in (2e-4, 4e-4)]  # --tune-mbir
 RED_DIFF_STEPS = 100
 
 

@@ -155,27 +155,38 @@ def test_from_checkpoint_errors_name_the_path(tmp_path):
         EDMPrior.from_checkpoint(bad_weights)
 
 
-# ----------------------------------------------------------------------------- shipped default prior
-def test_default_prior_is_shipped_small_documented_and_denoises():
+# ----------------------------------------------------------------------------- shipped priors
+def _held_out_ellipses():
+    from invsolve.datasets.training_data import EllipsePhantoms
+
+    return EllipsePhantoms(64, seed=99)
+
+
+def _held_out_ellipsoid_slices():
+    from invsolve.datasets.training_data import EllipsoidSlices
+
+    return EllipsoidSlices(64, seed=99, n_volumes=4, axes=(0,))
+
+
+@pytest.mark.parametrize("name, held_out", [("default", _held_out_ellipses), ("ellipsoid_slice", _held_out_ellipsoid_slices)])
+def test_shipped_prior_is_small_documented_and_denoises(name, held_out):
     import hashlib
 
-    from invsolve.datasets.training_data import EllipsePhantoms
-    from invsolve.priors import load_default_prior
-    from invsolve.priors.default import default_prior_path, default_prior_recipe
+    import invsolve.priors.default as shipped
 
-    path = default_prior_path()
+    path = getattr(shipped, f"{name}_prior_path")()
     assert path.is_file(), f"{path} is missing"
     assert path.stat().st_size <= 20 * 2**20
-    recipe = default_prior_recipe()
+    recipe = getattr(shipped, f"{name}_prior_recipe")()
     for key in ("source", "resolution", "steps_done", "seed", "wall_seconds", "final_loss", "command", "config"):
         assert key in recipe, key
     assert recipe["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert torch.load(path, weights_only=True)["format"] == "invsolve-edm-prior"
 
-    prior = load_default_prior()
+    prior = getattr(shipped, f"load_{name}_prior")()
     assert prior.shape == (1, 64, 64) and prior.value_range == (0.0, 1.0)
-    held_out = EllipsePhantoms(64, seed=99)
-    x = torch.stack([held_out[i] for i in range(4)])
+    data = held_out()
+    x = torch.stack([data[i * 7] for i in range(4)])
     y = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         d = prior.denoise(y, 0.2)

@@ -92,8 +92,9 @@ def test_built_wheel_installs_the_namespace_only(tmp_path):
     top_level = {n.split("/")[0] for n in names}
     assert "operators" not in top_level and "datasets" not in top_level, top_level
     assert "invsolve/operators/__init__.py" in names and "invsolve/datasets/__init__.py" in names
-    # the shipped default prior and its recipe travel with the wheel (package data)
-    assert "invsolve/weights/default_prior.pt" in names and "invsolve/weights/default_prior.json" in names
+    # the shipped priors and their recipes travel with the wheel (package data)
+    for stem in ("default_prior", "ellipsoid_slice_prior"):
+        assert f"invsolve/weights/{stem}.pt" in names and f"invsolve/weights/{stem}.json" in names, stem
 
     scratch = tmp_path / "scratch"
     install = subprocess.run(

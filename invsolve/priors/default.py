@@ -1,9 +1,13 @@
-"""The default prior shipped with the package: an EDM prior of 64x64 random ellipse phantoms on ``[0, 1]``.
+"""The priors shipped with the package, EDM priors of 64x64 phantoms on ``[0, 1]``.
 
-Trained by ``experiments/train_prior.py`` on :class:`invsolve.datasets.training_data.EllipsePhantoms`;
-the exact recipe (command, data, steps, seed, wall time, final loss) is in
-``invsolve/weights/default_prior.json`` beside the weights, and its measured denoising quality in
-``experiments/results/default_prior.md``. Loading needs no network access.
+* The default prior: random 2D ellipse phantoms (:class:`invsolve.datasets.training_data.EllipsePhantoms`);
+  its measured denoising quality is in ``experiments/results/default_prior.md``.
+* The ellipsoid slice prior: the default prior fine-tuned on axial slices of random 3D ellipsoid
+  volumes (:class:`invsolve.datasets.training_data.EllipsoidSlices`), the 2D prior of 3D reconstruction
+  (:func:`invsolve.samplers.mbir3d`) as DiffusionMBIR trains it on the slices of training volumes.
+
+Both were trained by ``experiments/train_prior.py``; the exact recipe (command, data, steps, seed, wall
+time, final loss) is in the JSON file beside each weights file. Loading needs no network access.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from invsolve.priors.edm import EDMPrior
 
 WEIGHTS_FILE = "default_prior.pt"
 RECIPE_FILE = "default_prior.json"
+SLICE_WEIGHTS_FILE = "ellipsoid_slice_prior.pt"
+SLICE_RECIPE_FILE = "ellipsoid_slice_prior.json"
 
 
 def _weights_dir() -> Path:
@@ -30,20 +36,46 @@ def default_prior_path() -> Path:
     return _weights_dir() / WEIGHTS_FILE
 
 
-def default_prior_recipe() -> dict[str, Any]:
-    """The training recipe recorded beside the weights."""
-    path = _weights_dir() / RECIPE_FILE
+def ellipsoid_slice_prior_path() -> Path:
+    """Path of the shipped slice prior (``invsolve/weights/ellipsoid_slice_prior.pt``)."""
+    return _weights_dir() / SLICE_WEIGHTS_FILE
+
+
+def _recipe(name: str) -> dict[str, Any]:
+    path = _weights_dir() / name
     if not path.is_file():
-        raise FileNotFoundError(f"default prior recipe {path} is missing from the installation")
+        raise FileNotFoundError(f"prior recipe {path} is missing from the installation")
     return json.loads(path.read_text())
+
+
+def default_prior_recipe() -> dict[str, Any]:
+    """The training recipe recorded beside the default prior's weights."""
+    return _recipe(RECIPE_FILE)
+
+
+def ellipsoid_slice_prior_recipe() -> dict[str, Any]:
+    """The training recipe recorded beside the slice prior's weights."""
+    return _recipe(SLICE_RECIPE_FILE)
+
+
+def _load_shipped(path: Path, recipe: str, device: str | torch.device) -> EDMPrior:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"prior weights {path} are missing from the installation; retrain them with the recipe "
+            f"in {recipe} (experiments/train_prior.py) and copy prior.pt there"
+        )
+    return EDMPrior.from_checkpoint(path, device=device)
 
 
 def load_default_prior(device: str | torch.device = "cpu") -> EDMPrior:
     """The shipped default prior, shape ``(1, 64, 64)``, values in ``[0, 1]``, on ``device``."""
-    path = default_prior_path()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"default prior weights {path} are missing from the installation; retrain them with the recipe "
-            f"in {RECIPE_FILE} (experiments/train_prior.py) and copy prior.pt there"
-        )
-    return EDMPrior.from_checkpoint(path, device=device)
+    return _load_shipped(default_prior_path(), RECIPE_FILE, device)
+
+
+def load_ellipsoid_slice_prior(device: str | torch.device = "cpu") -> EDMPrior:
+    """The shipped slice prior of 3D ellipsoid volumes, shape ``(1, 64, 64)``, values in ``[0, 1]``, on ``device``.
+
+    For :class:`~invsolve.priors.SliceStackPrior` and :func:`~invsolve.samplers.mbir3d` on volumes like
+    :func:`invsolve.datasets.random_ellipsoids`; measured in ``experiments/results/mbir3d_quality.md``.
+    """
+    return _load_shipped(ellipsoid_slice_prior_path(), SLICE_RECIPE_FILE, device)
