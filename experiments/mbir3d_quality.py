@@ -295,6 +295,28 @@ def verdict(per_volume: list[dict[str, dict]]) -> list[str]:
     return lines
 
 
+def overview(records: dict[str, dict]) -> list[str]:
+    """One row per result file: mean three-plane PSNR / SSIM of every method over the volumes."""
+    baselines = ("FBP", "zero-filled")
+    methods = list(dict.fromkeys("FBP / zero-filled" if m in baselines else m
+                                 for r in records.values() for m in r["per_volume"][0]))
+    lines = ["## Overview: mean over volumes and the three planes, PSNR (dB) / SSIM", "",
+             "| run | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for stem, record in records.items():
+        cells = []
+        for m in methods:
+            if m == "FBP / zero-filled":
+                m = next(b for b in baselines if b in record["per_volume"][0])
+            if m not in record["per_volume"][0]:
+                cells.append("")
+                continue
+            ps = np.mean([v[m][f"{p}_psnr"] for v in record["per_volume"] for p in PLANES])
+            ss = np.mean([v[m][f"{p}_ssim"] for v in record["per_volume"] for p in PLANES])
+            cells.append(f"{ps:.2f} / {ss:.4f}")
+        lines.append(f"| {stem} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def result_stem(problem: str, tag: str | None) -> str:
     return problem if tag is None else f"{problem}-{tag}"
 
@@ -307,8 +329,11 @@ def summary() -> None:
              "Commands: `OMP_NUM_THREADS=2 python experiments/mbir3d_quality.py --problem P --volumes N [options]` "
              "for each section below (the exact command heads it), then `--summary`.", "",
              "\n\n".join(__doc__.split("\n\n")[1:5]), ""]
-    for path in sorted((RESULTS / "mbir3d").glob("*.json"), key=lambda p: (p.stem.count("-") > 1, p.stem)):
-        record = json.loads(path.read_text())
+    paths = sorted((RESULTS / "mbir3d").glob("*.json"), key=lambda p: (p.stem not in PROBLEMS, p.stem))
+    records = {path.stem: json.loads(path.read_text()) for path in paths}
+    parts += overview(records)
+    for path in paths:
+        record = records[path.stem]
         per_volume = record["per_volume"]
         prior = record.get("prior", "the default prior (2D ellipses)")
         tuned = " (tuned on the tuning volume)" if record.get("mbir_tuned") else ""

@@ -139,9 +139,10 @@ def test_config_validation_and_cli_arguments(tmp_path):
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text("steps: 7\nlr: 0.001\nchannel_mult: [1, 2]\n")
     parser = add_train_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--out", str(tmp_path / "o"), "--config", str(cfg_file), "--lr", "0.002", "--source", "fastmri", "--fastmri-mode", "complex", "--attn-resolutions", "8,16"])
+    args = parser.parse_args(["--out", str(tmp_path / "o"), "--config", str(cfg_file), "--lr", "0.002", "--source", "fastmri", "--fastmri-mode", "complex", "--attn-resolutions", "8,16", "--init-from", "base.pt"])
     cfg = config_from_args(args)
     assert (cfg.steps, cfg.lr, cfg.channel_mult, cfg.attn_resolutions) == (7, 0.002, [1, 2], [8, 16])
+    assert cfg.init_from == "base.pt"
     assert cfg.data_options == {"mode": "complex"} and cfg.source == "fastmri"
 
 
