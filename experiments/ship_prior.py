@@ -5,8 +5,8 @@
         --config experiments/configs/slice_prior_ellipsoids.json
 
 reads ``<run>/checkpoint.pt`` (weights-only) and ``<run>/loss.csv``, copies ``<run>/prior.pt`` (the
-EMA weights with their config) to ``invsolve/weights/default_prior.pt`` and writes
-``invsolve/weights/default_prior.json``: data source, resolution, steps, seed, wall time, final loss,
+EMA weights with their config) to ``invsolve/weights/<name>.pt`` (``--name``, default ``default_prior``)
+and writes ``invsolve/weights/<name>.json``: data source, resolution, steps, seed, wall time, final loss,
 the full training config and the exact command that retrains it. Runs trained from a ``--config``
 file (needed for fields with no flag, e.g. ``data_options``) are shipped with that file, which is
 checked to reproduce the run's config.
