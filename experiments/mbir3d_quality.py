@@ -116,6 +116,9 @@ MBIR_GRID = [{"lam": lam, "lam_xy": lam_xy} for lam in (1e-4, 3e-4, 1e-3) for la
 RED_DIFF_STEPS = 100
 
 
+DEFAULT_PRIOR_TEXT = "the default prior (2D ellipses)"
+
+
 def load_prior(path: str | None):
     """The 2D prior of the slices: a prior file (``--prior``) or the shipped default prior."""
     return load_default_prior() if path is None else EDMPrior.from_checkpoint(path)
@@ -174,14 +177,19 @@ def isotropic_tv(meas: Measurement, lam: float) -> torch.Tensor:
     return tv_reconstruct(meas.operator, meas.y, lam, iterations=300, spatial_dims=3, nonnegative=True)
 
 
-def tune_tv(problem: Problem) -> dict:
-    """TV weights with the best mean three-plane SSIM on the tuning volume (isotropic and anisotropic)."""
+def tuning_case(problem: Problem) -> tuple[Measurement, Callable[[torch.Tensor], float]]:
+    """The tuning volume's measurement and its score: mean three-plane SSIM of a reconstruction."""
     volume, meas, _ = measure(problem, TUNING_DEPTH, TUNING_SEED)
     truth = volume[0, 0].numpy()
 
     def score(recon: torch.Tensor) -> float:
         return mean_ssim(plane_metrics(truth, recon.reshape(truth.shape).clamp(0, 1).numpy()))
+    return meas, score
 
+
+def tune_tv(problem: Problem) -> dict:
+    """TV weights with the best mean three-plane SSIM on the tuning volume (isotropic and anisotropic)."""
+    meas, score = tuning_case(problem)
     iso = {lam: score(isotropic_tv(meas, lam)) for lam in TV_GRID}
     norm = operator_norm(meas.operator)
     aniso = {(lz, lxy): score(anisotropic_tv(meas, lz, lxy, norm)) for lz in TV_Z_GRID for lxy in TV_XY_GRID}
@@ -191,8 +199,7 @@ def tune_tv(problem: Problem) -> dict:
 
 def tune_mbir(problem: Problem, prior2d, steps: int) -> dict:
     """DiffusionMBIR + in-plane TV weights (``MBIR_GRID``) with the best mean SSIM on the tuning volume."""
-    volume, meas, _ = measure(problem, TUNING_DEPTH, TUNING_SEED)
-    truth = volume[0, 0].numpy()
+    meas, score = tuning_case(problem)
     prior = SliceStackPrior(prior2d, TUNING_DEPTH, chunk=12)
     base = {**MBIR3D, **problem.mbir3d, **IN_PLANE_TV, "operator_norm": operator_norm(meas.operator)}
     scores = {}
@@ -200,7 +207,7 @@ def tune_mbir(problem: Problem, prior2d, steps: int) -> dict:
         with torch.no_grad():
             recon = mbir3d(meas, prior, steps=steps, generator=torch.Generator().manual_seed(TUNING_SEED),
                            **{**base, **setting}).samples[0]
-        scores[i] = mean_ssim(plane_metrics(truth, recon.reshape(truth.shape).clamp(0, 1).numpy()))
+        scores[i] = score(recon)
         print("DiffusionMBIR + in-plane TV tuning (mean SSIM):", setting, round(scores[i], 5), flush=True)
     return MBIR_GRID[max(scores, key=scores.get)]
 
@@ -335,7 +342,7 @@ def summary() -> None:
     for path in paths:
         record = records[path.stem]
         per_volume = record["per_volume"]
-        prior = record.get("prior", "the default prior (2D ellipses)")
+        prior = record.get("prior", DEFAULT_PRIOR_TEXT)
         tuned = " (tuned on the tuning volume)" if record.get("mbir_tuned") else ""
         parts += [f"## {path.stem}", "", f"`{record['command']}` ({record['threads']} threads, CPU): "
                   f"{len(per_volume)} volumes of 64x64x{record['depth']}, {record['steps']} steps; slice prior: "
@@ -380,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
     per_volume = [run_volume(problem, HELD_OUT_SEEDS + v, args.depth, args.steps, tv,
                              out / f"{stem}.png" if v == 0 else None, args.ablation, prior2d, in_plane_tv)
                   for v in range(args.volumes)]
-    prior_text = "the default prior (2D ellipses)" if args.prior is None else f"`{args.prior}`"
+    prior_text = DEFAULT_PRIOR_TEXT if args.prior is None else f"`{args.prior}`"
     record = {"command": f"python experiments/mbir3d_quality.py {' '.join(sys.argv[1:] if argv is None else argv)}",
               "threads": torch.get_num_threads(), "depth": args.depth, "steps": args.steps, "tv": tv,
               "prior": prior_text, "mbir_tuned": args.tune_mbir,

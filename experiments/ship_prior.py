@@ -74,11 +74,8 @@ DESCRIPTIONS = {
 
 def command_from_config_file(config_file: Path, train_cfg: dict, out: str, steps: int) -> str:
     """``train_prior.py --config FILE`` command for a run; refused unless FILE reproduces ``train_cfg``."""
-    from invsolve.training import _RESUMABLE_CHANGES
-
     data = json.loads(config_file.read_text())
-    rebuilt = TrainConfig.from_dict({**data, "out_dir": out}).to_dict()
-    differ = sorted(k for k, v in train_cfg.items() if k not in _RESUMABLE_CHANGES and rebuilt.get(k) != v)
+    differ = TrainConfig.from_dict({**data, "out_dir": out}).fields_differing_from(train_cfg)
     if differ:
         raise ValueError(f"{config_file} does not reproduce the run's config; fields that differ: {differ}")
     return f"OMP_NUM_THREADS=1 python experiments/train_prior.py --config {config_file} --out {out} --steps {steps}"

@@ -11,7 +11,8 @@ Examples::
     python experiments/train_prior.py --out runs/knee --source fastmri --data-path /data/knee \
         --fastmri-mode complex --resolution 128 --device cuda
 
-All options: ``--help``. The training itself is :func:`invsolve.training.train`.
+All options: ``--help``. The training itself is :func:`invsolve.training.train`; the options are
+:mod:`invsolve.training_cli`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from invsolve.training import add_train_arguments, run_from_args
+from invsolve.training_cli import add_train_arguments, run_from_args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _train_prior(args: argparse.Namespace) -> int:
-    from invsolve.training import run_from_args
+    from invsolve.training_cli import run_from_args
 
     result = run_from_args(args)
     print(
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
-    from invsolve.training import add_train_arguments
+    from invsolve.training_cli import add_train_arguments
 
     train = sub.add_parser(
         "train-prior",

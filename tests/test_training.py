@@ -21,7 +21,8 @@ from invsolve.datasets.training_data import (
     item_generator,
 )
 from invsolve.priors.edm import EDMPrior
-from invsolve.training import TrainConfig, add_train_arguments, config_from_args, ema_beta, train
+from invsolve.training import TrainConfig, ema_beta, train
+from invsolve.training_cli import add_train_arguments, config_from_args
 
 TINY = dict(
     resolution=16,
@@ -115,8 +116,8 @@ def test_fine_tuning_starts_from_the_given_prior(tmp_path):
     with pytest.raises(FileNotFoundError, match="init_from"):
         train(TrainConfig(**{**tuned_cfg.to_dict(), "init_from": str(tmp_path / "no.pt"), "out_dir": str(tmp_path / "m")}))
     tuned = torch.load(train(tuned_cfg).checkpoint, weights_only=True)
-    fresh = torch.load(train(TrainConfig(**{**tuned_cfg.to_dict(), "init_from": None,
-                                            "out_dir": str(tmp_path / "fresh")})).checkpoint, weights_only=True)
+    fresh_cfg = TrainConfig(**{**tuned_cfg.to_dict(), "init_from": None, "out_dir": str(tmp_path / "fresh")})
+    fresh = torch.load(train(fresh_cfg).checkpoint, weights_only=True)
     # one Adam step moves every weight by at most about lr; a fresh start (another seed's init) is far away
     bound = 2 * tuned_cfg.lr + 1e-7
     for key in ("model", "ema"):
