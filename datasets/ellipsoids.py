@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from invsolve._validation import require_generator
+
 Shape3D = int | Sequence[int]
 
 
@@ -52,8 +54,7 @@ def random_ellipsoids(
         n_ellipsoids: inclusive range of the number of inner ellipsoids.
         dtype: output dtype.
     """
-    if not isinstance(generator, torch.Generator):
-        raise TypeError("generator must be a torch.Generator (phantoms are always seeded)")
+    require_generator(generator)  # phantoms are always seeded
     lo, hi = n_ellipsoids
     if not 0 <= lo <= hi:
         raise ValueError(f"n_ellipsoids must be (low, high) with 0 <= low <= high, got {n_ellipsoids!r}")

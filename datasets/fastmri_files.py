@@ -94,7 +94,7 @@ class SyntheticVolume:
 
 # -- reading -------------------------------------------------------------------------------
 @contextmanager
-def _open(path: PathLike) -> Iterator[h5py.File]:
+def open_h5(path: PathLike) -> Iterator[h5py.File]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"fastMRI file {path} does not exist")
@@ -164,7 +164,7 @@ def _info(f: h5py.File, path: Path) -> tuple[FastMRIInfo, bytes]:
 
 def fastmri_info(path: PathLike) -> FastMRIInfo:
     """Shapes, header metadata and attrs of a fastMRI file (no array data is read)."""
-    with _open(path) as f:
+    with open_h5(path) as f:
         return _info(f, Path(path))[0]
 
 
@@ -195,7 +195,7 @@ def _read(ds: h5py.Dataset, idx: list[int]) -> np.ndarray:
 
 def read_fastmri(path: PathLike, slices: int | slice | Sequence[int] | None = None) -> FastMRIVolume:
     """Read ``slices`` (all by default; an int gives one slice, ``S = 1``) of a fastMRI file."""
-    with _open(path) as f:
+    with open_h5(path) as f:
         info, header = _info(f, Path(path))
         idx = _indices(slices, info.n_slices)
         kspace = _read(f["kspace"], idx).astype(np.complex64, copy=False)
@@ -259,7 +259,7 @@ def ismrmrd_header(
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def _numpy(name: str, a: object) -> np.ndarray:
+def as_numpy(name: str, a: object) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().resolve_conj().numpy()
     if not isinstance(a, np.ndarray):
@@ -269,7 +269,7 @@ def _numpy(name: str, a: object) -> np.ndarray:
     return a
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
+def refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
 
@@ -289,13 +289,13 @@ def write_fastmri(
     ``mask`` (optional) is stored as the ``mask`` dataset of fastMRI test files (a column mask).
     """
     path = Path(path)
-    ks = _numpy("kspace", kspace)
+    ks = as_numpy("kspace", kspace)
     if ks.dtype.kind != "c" or ks.ndim not in (3, 4):
         raise ValueError(f"kspace must be complex (S, H, W) or (S, C, H, W), got {ks.dtype} {ks.shape}")
-    tgt = None if target is None else _numpy("target", target)
+    tgt = None if target is None else as_numpy("target", target)
     if tgt is not None and (tgt.dtype.kind != "f" or tgt.ndim != 3 or tgt.shape[0] != ks.shape[0]):
         raise ValueError(f"target must be real ({ks.shape[0]}, h, w), got {tgt.dtype} {tgt.shape}")
-    _refuse_existing(path, overwrite)
+    refuse_existing(path, overwrite)
     multicoil = ks.ndim == 4
     if header is None:
         recon = tgt.shape[-2:] if tgt is not None else ks.shape[-2:]
@@ -338,6 +338,7 @@ def synthesize_fastmri_volume(
     from ``generator`` (CPU); then everything is multiplied by ``scale`` (real fastMRI k-space
     is ~1e-5). The target comes from the noisy k-space exactly as fastMRI computes it.
     """
+    from invsolve.operators.fourier import fft2c
     from invsolve.operators.masks import synthetic_coil_maps
 
     if not isinstance(images, torch.Tensor):
@@ -353,7 +354,7 @@ def synthesize_fastmri_volume(
     x = images.detach().cpu().to(torch.complex128)
     maps = None if n_coils is None else synthetic_coil_maps(n_coils, tuple(x.shape[-2:]), torch.complex128)
     coil = x if maps is None else maps[None] * x[:, None]
-    clean = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(coil, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+    clean = fft2c(coil)
     std = noise_level * float(clean.abs().square().mean().sqrt())
     noise = torch.randn((*clean.shape, 2), generator=generator, dtype=torch.float64) * (std / math.sqrt(2))
     kspace = ((clean + torch.view_as_complex(noise)) * scale).to(torch.complex64)
@@ -393,8 +394,10 @@ def write_synthetic_dataset(
 
 
 def _fft2c(x: np.ndarray, inverse: bool = False) -> np.ndarray:
-    f = np.fft.ifft2 if inverse else np.fft.fft2
-    return np.fft.fftshift(f(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    """:func:`invsolve.operators.fourier.fft2c` (or its inverse) on a numpy array."""
+    from invsolve.operators.fourier import fft2c, ifft2c
+
+    return (ifft2c if inverse else fft2c)(torch.from_numpy(x)).numpy()
 
 
 def _size2(name: str, size: Sequence[int]) -> tuple[int, int]:
@@ -416,7 +419,7 @@ def kspace_to_grid(kspace: np.ndarray | torch.Tensor, recon_size: Sequence[int],
 
     Returns complex64 (complex128 for complex128 input). ``out_size`` may not exceed ``recon_size``.
     """
-    k = _numpy("kspace", kspace)
+    k = as_numpy("kspace", kspace)
     if k.dtype.kind != "c" or k.ndim < 2:
         raise ValueError(f"kspace must be a complex array (..., H, W), got {k.dtype} {k.shape}")
     (rh, rw), (oh, ow) = _size2("recon_size", recon_size), _size2("out_size", out_size)

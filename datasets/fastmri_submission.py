@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from invsolve._atomic import atomic_path
-from invsolve.datasets.fastmri_files import TARGET_KEYS, PathLike, _numpy, _open, _refuse_existing
+from invsolve.datasets.fastmri_files import TARGET_KEYS, PathLike, as_numpy, open_h5, refuse_existing
 
 __all__ = ["evaluate_folder", "volume_metrics", "write_submission"]
 
@@ -26,11 +26,11 @@ def write_submission(folder: PathLike, name: str, reconstruction: np.ndarray | t
     """Write ``reconstruction`` ``(S, h, w)`` as float32 dataset ``reconstruction`` in ``folder/name`` (atomic)."""
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".h5"):
         raise ValueError(f"name must be a bare file name ending in .h5 (the input file's name), got {name!r}")
-    rec = _numpy("reconstruction", reconstruction)
+    rec = as_numpy("reconstruction", reconstruction)
     if rec.dtype.kind != "f" or rec.ndim != 3:
         raise ValueError(f"reconstruction must be real (slices, h, w), got {rec.dtype} {rec.shape}")
     path = Path(folder) / name
-    _refuse_existing(path, overwrite)
+    refuse_existing(path, overwrite)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("reconstruction", data=rec.astype(np.float32))
     return path
@@ -45,7 +45,7 @@ def volume_metrics(target: np.ndarray | torch.Tensor, reconstruction: np.ndarray
     from fastmri.data.transforms import center_crop
     from fastmri.evaluate import METRIC_FUNCS
 
-    tgt, rec = _numpy("target", target), _numpy("reconstruction", reconstruction)
+    tgt, rec = as_numpy("target", target), as_numpy("reconstruction", reconstruction)
     if tgt.ndim != 3 or rec.ndim != 3:
         raise ValueError(f"target and reconstruction must be (slices, h, w), got {tgt.shape} and {rec.shape}")
     crop = (tgt.shape[-1], tgt.shape[-1])
@@ -74,14 +74,14 @@ def evaluate_folder(target_folder: PathLike, predictions_folder: PathLike, chall
     results: dict[str, dict[str, float]] = {}
     for tgt_path in sorted(p for p in target_folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         pred_path = Path(predictions_folder) / tgt_path.name
-        with _open(tgt_path) as t:
+        with open_h5(tgt_path) as t:
             if (acquisition and t.attrs.get("acquisition") != acquisition) or (
                     acceleration and t.attrs.get("acceleration") != acceleration):
                 continue
             if key not in t:
                 raise ValueError(f"{tgt_path}: no {key!r} dataset (keys present: {sorted(t.keys())})")
             target = t[key][()]
-        with _open(pred_path) as p:
+        with open_h5(pred_path) as p:
             if "reconstruction" not in p:
                 raise ValueError(f"{pred_path}: no 'reconstruction' dataset (keys present: {sorted(p.keys())})")
             results[tgt_path.name] = volume_metrics(target, p["reconstruction"][()])

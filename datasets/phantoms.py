@@ -7,6 +7,8 @@ import math
 import numpy as np
 import torch
 
+from invsolve._validation import require_generator
+
 
 def shepp_logan(size: int = 256, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The modified Shepp-Logan phantom (scikit-image), resized to ``size x size``, shape ``(1, size, size)`` in [0, 1]."""
@@ -34,8 +36,7 @@ def random_ellipses(
 
     Everything is drawn from ``generator``: same generator state, same phantom.
     """
-    if not isinstance(generator, torch.Generator):
-        raise TypeError("generator must be a torch.Generator (phantoms are always seeded)")
+    require_generator(generator)  # phantoms are always seeded
 
     def u(low: float, high: float) -> float:
         return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))

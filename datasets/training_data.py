@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 
 from invsolve.datasets.ellipsoids import random_ellipsoids, volume_slice
 from invsolve.datasets.phantoms import random_ellipses
+from invsolve.operators.fourier import ifft2c
 
 SOURCES: tuple[str, ...] = ("ellipses", "ellipsoids", "nifti", "fastmri")
 _MAX_SEED = 2**31
@@ -273,11 +274,6 @@ def _center_crop(image: torch.Tensor, crop: int) -> torch.Tensor:
     ch, cw = min(crop, h), min(crop, w)
     top, left = (h - ch) // 2, (w - cw) // 2
     return image[..., top : top + ch, left : left + cw]
-
-
-def ifft2c(kspace: torch.Tensor) -> torch.Tensor:
-    """Centred orthonormal 2D inverse FFT over the last two axes (fastMRI's ``ifft2c`` convention)."""
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
 
 
 def virtual_coil(coil_images: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 def require_tensor(name: str, value: object) -> torch.Tensor:
@@ -58,3 +61,29 @@ def require_batched_shape(name: str, value: torch.Tensor, item_shape: Sequence[i
             f"(rank {len(item_shape) + 1}), got {tuple(value.shape)}"
         )
     return value
+
+
+def float_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
+    """``dtype`` if it is torch.float32 or torch.float64 (the real dtypes every operator supports)."""
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype  # type: ignore[return-value]
+
+
+def positive_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``; booleans and non-integers are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def require_generator(generator: object, name: str = "generator") -> torch.Generator:
+    """Every random draw takes an explicit generator (same seed, same result)."""
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{name} must be an explicit torch.Generator (e.g. torch.Generator().manual_seed(0)), "
+            f"got {type(generator).__name__}"
+        )
+    return generator

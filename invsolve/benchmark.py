@@ -1,8 +1,8 @@
 """``invsolve benchmark``: samplers on held-out phantoms, quality with confidence intervals and cost ratios.
 
-For each standard task (:mod:`invsolve.tasks`) and method, ``n_phantoms`` phantoms of the held-out
-evaluation stream are measured and reconstructed with the default prior, exactly as a study does
-(:class:`invsolve.study.runner.CaseRunner`). Reported per task and method: PSNR and SSIM of the
+For each named task (:mod:`invsolve.tasks`) and method, ``n_phantoms`` phantoms of the held-out
+evaluation stream are measured and reconstructed with the default prior through the one entry point, with
+the seeds a study would use (:class:`invsolve.study.runner.CaseRunner`). Reported per task and method: PSNR and SSIM of the
 posterior mean (mean and 95% CI over phantoms), NFE, seconds per reconstruction, and
 ``time / bare network time``: the sampler's time over the time of the same number of plain
 network evaluations at the same batch size, measured in the same run (so machine speed cancels;
@@ -19,18 +19,14 @@ from pathlib import Path
 import torch
 
 from invsolve._atomic import write_text_atomic
-from invsolve.pipeline.sampler_specs import DEFAULT_STEPS, parse_method_spec
+from invsolve.pipeline.items import list_items
+from invsolve.pipeline.methods import parse_method_spec
+from invsolve.samplers.declaration import declaration
 from invsolve.study.cases import Case
-from invsolve.study.config import DatasetSpec, PriorSpec, StudyConfig
+from invsolve.study.config import DatasetSpec, PriorSpec
 from invsolve.study.report import mean_ci
 from invsolve.study.runner import CaseRunner
-from invsolve.pipeline.items import list_items
-from invsolve.pipeline.operator_specs import parse_operator_spec
-
-#: The standard tasks as operator specs.
-TASK_SPECS = {"CT 8 views": "ct:views=8", "CT 16 views": "ct:views=16", "MRI 4x": "mri:acceleration=4",
-              "MRI 8x": "mri:acceleration=8", "Inpainting 50%": "inpainting:fraction=0.5",
-              "Gaussian deblur": "blur:sigma=1.5", "SR 4x": "sr:factor=4"}
+from invsolve.tasks import TASKS, task_spec
 
 
 @dataclass
@@ -59,23 +55,23 @@ def run_benchmark(*, tasks: Sequence[str] | None = None, samplers: Sequence[str]
     from tqdm.auto import tqdm
 
     tasks = list(tasks or ["MRI 4x"])
-    unknown = [t for t in tasks if t not in TASK_SPECS]
+    unknown = [t for t in tasks if t not in TASKS]
     if unknown:
-        raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASK_SPECS)}")
+        raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
     if out is not None and Path(out).exists() and not overwrite:
         raise FileExistsError(f"output {out} exists; pass --overwrite to replace it")
     if isinstance(n_phantoms, bool) or not isinstance(n_phantoms, int) or n_phantoms < 1:
         raise ValueError(f"n_phantoms must be a positive integer, got {n_phantoms!r}")
     methods = [parse_method_spec(s, steps=steps, samples=samples) for s in (samplers or ["dps", "red-diff"])]
     dataset = DatasetSpec("phantoms", (("count", n_phantoms),))
-    operators = [parse_operator_spec(TASK_SPECS[t]) for t in tasks]
-    config = StudyConfig(dataset, tuple(operators), (PriorSpec("default"),), tuple(methods), (seed,), device=device)
+    operators = [task_spec(t) for t in tasks]
     dev = torch.device(device)
-    runner = CaseRunner(config, dev)
-    cases = [Case(item, op, config.priors[0], m, seed) for op in operators for m in methods
+    runner = CaseRunner(dataset, dev)
+    prior_spec = PriorSpec("default")
+    cases = [Case(item, op, prior_spec, m, seed) for op in operators for m in methods
              for item in list_items(dataset)]
     records = [runner.run(c)[0] for c in tqdm(cases, desc="benchmark", disable=not progress)]
-    prior = runner.prior(config.priors[0])
+    prior = runner.prior(prior_spec)
     rows = []
     for task, op in zip(tasks, operators):
         for m in methods:
@@ -87,8 +83,9 @@ def run_benchmark(*, tasks: Sequence[str] | None = None, samplers: Sequence[str]
                 bare = bare_network_seconds(prior, m.samples, rs[0]["nfe"], dev)
                 row["ratio"] = seconds / bare
             rows.append(row)
+    default_steps = {m.name: declaration(m.name).default_steps for m in methods if not m.is_classical}
     lines = [f"Held-out phantoms: {n_phantoms} per task, default prior, seed {seed}, device {device}, "
-             f"{torch.get_num_threads()} threads. Default steps: {DEFAULT_STEPS}.", "",
+             f"{torch.get_num_threads()} threads. Default steps: {default_steps}.", "",
              "| task | method | PSNR (dB) | SSIM | NFE | s / recon | time / bare network time |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -111,6 +111,22 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampler_names() -> list[str]:
+    from invsolve.pipeline.methods import method_names
+
+    return [n for n in method_names() if n not in ("baseline", "tv")]
+
+
+def _demo_samplers():
+    from invsolve.pipeline.methods import demo_samplers
+
+    return demo_samplers()
+
+
+def _demo_labels() -> list[str]:
+    return [d.label for d in _demo_samplers()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="invsolve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -128,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="picks the held-out phantom and seeds masks, noise and samplers (default: 0)")
     demo.add_argument("--samples", type=int, default=4, help="posterior samples per sampler, >= 2 (default: 4)")
     demo.add_argument("--steps", type=int, default=None,
-                      help="steps for every sampler (default: DPS 100, PiGDM 50, RED-Diff 100, DDRM 20)")
-    demo.add_argument("--samplers", default=None, help="comma-separated subset, e.g. DPS,DDRM (default: all)")
+                      help="steps for every sampler (default: each sampler's own: "
+                      f"{', '.join(f'{d.label} {d.default_steps}' for d in _demo_samplers())})")
+    demo.add_argument("--samplers", default=None,
+                      help=f"comma-separated subset of {', '.join(_demo_labels())} (default: all)")
     demo.add_argument("--tasks", default=None,
                       help="comma-separated subset of: CT 8 views, CT 16 views, MRI 4x, MRI 8x, Inpainting 50%% "
                       "(default: all)")
@@ -162,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="operator spec, e.g. mri:acceleration=4, ct:views=8, ct:views=60,arc=90, "
                      "inpainting:fraction=0.5, blur:sigma=1.5, sr:factor=4 (add noise=0.01 for the relative noise)")
     rec.add_argument("--sampler", default="dps",
-                     help="dps, pigdm, red-diff, ddrm, afes, fkc, tds, mbir3d (NIfTI volumes), or the classical "
-                     "baseline / tv (default: dps)")
+                     help=f"a sampler ({', '.join(_sampler_names())}; those needing a volume take NIfTI volumes) or "
+                     "the classical baseline / tv (default: dps)")
     rec.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's demo setting)")
     rec.add_argument("--samples", type=int, default=4, help="posterior samples (particles) per slice (default: 4)")
     rec.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

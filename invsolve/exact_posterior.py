@@ -29,7 +29,7 @@ from invsolve.measurement import Measurement
 from invsolve.noise import GaussianNoise
 from invsolve.operators.base import LinearOperator
 from invsolve.operators.linalg import dense_matrix
-from invsolve.priors.gaussian import GaussianMixturePrior, _eig_psd
+from invsolve.priors.gaussian import GaussianMixturePrior, eig_psd
 
 _F64 = torch.float64
 _MAX_DENSE = 50_000_000  # entries of a dense operator matrix built by probing
@@ -124,7 +124,7 @@ class GaussianMixturePosterior:
 
     def __post_init__(self) -> None:
         shared = self.covariances.dim() == 2
-        lam, Q = _eig_psd(self.covariances[None] if shared else self.covariances, "posterior covariance")
+        lam, Q = eig_psd(self.covariances[None] if shared else self.covariances, "posterior covariance")
         # Eigenvalues at rounding level are zero (e.g. the measured directions when sigma_y = 0):
         # clearing them keeps noiseless samples exactly on {A x = y} instead of sqrt(eps) off it.
         d = lam.shape[-1]

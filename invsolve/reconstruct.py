@@ -30,11 +30,13 @@ import torch
 
 from invsolve._atomic import atomic_path, write_text_atomic
 from invsolve.metrics import nmse, psnr, ssim
+from invsolve.pipeline.catalogue import parse_operator_spec
 from invsolve.pipeline.items import IMAGE_SUFFIXES, ItemRef, list_items, restore_geometry
-from invsolve.pipeline.operator_specs import parse_operator_spec
-from invsolve.pipeline.sampler_specs import parse_method_spec
+from invsolve.pipeline.methods import parse_method_spec, run_method
+from invsolve.pipeline.seeds import noise_seed, sampler_seed
+from invsolve.samplers.declaration import Need
 from invsolve.study.cases import Case
-from invsolve.study.config import DatasetSpec, PriorSpec, StudyConfig
+from invsolve.study.config import DatasetSpec, PriorSpec
 from invsolve.study.runner import CaseRunner, versions
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -122,23 +124,25 @@ def reconstruct_file(
         raise ValueError(f"fastMRI data hold k-space: only the 'mri' operator applies, got {op_spec.kind!r}")
     method = parse_method_spec(sampler, steps=steps, samples=samples)
     prior_spec = PriorSpec("default") if prior is None else PriorSpec(Path(prior).stem, str(prior))
-    config = StudyConfig(dataset, (op_spec,), (prior_spec,), (method,), (seed,), device=device, figures=False)
     items = list_items(dataset)
-    if method.name == "mbir3d":
+    volumetric = Need.VOLUME in method.needs
+    if volumetric:
         if kind != "nifti" or len({i.volume for i in items}) != 1:
-            raise ValueError("mbir3d reconstructs one volume: give a NIfTI input (and one --volume of a 4D file)")
+            raise ValueError(f"{method.name} reconstructs one volume: give a NIfTI input (and one --volume of a 4D "
+                             "file)")
         if _suffix(out) == ".png":
             raise ValueError("PNG output holds one slice; write the volume to .nii.gz or .h5")
     if _suffix(out) == ".png" and len(items) != 1:
         raise ValueError(f"PNG output holds one slice but the input has {len(items)}; pass --slices middle "
                          "(or one index) or write .h5 / .nii.gz")
-    runner = CaseRunner(config, torch.device(device))
-    if method.name == "mbir3d":
-        records, stack = _reconstruct_volume(runner, items, op_spec, method, prior_spec, seed, dataset, progress)
+    runner = CaseRunner(dataset, torch.device(device))
+    cases = [Case(item, op_spec, prior_spec, method, seed) for item in items]
+    if volumetric:
+        records, stack = _reconstruct_volume(runner, cases, dataset)
     else:
         records, arrays = [], []
-        for item in tqdm(items, desc="reconstruct", disable=not progress):
-            record, a = runner.run(Case(item, op_spec, prior_spec, method, seed))
+        for case in tqdm(cases, desc="reconstruct", disable=not progress):
+            record, a = runner.run(case)
             records.append(record)
             arrays.append(a)
         stack = {name: np.stack([a[name] for a in arrays]) for name in ("mean", "std", "truth")}
@@ -149,7 +153,8 @@ def reconstruct_file(
             "sampler": method.as_dict(), "prior": prior_spec.path or "default", "seed": seed, "device": device,
             "metrics_vs_reference": metrics, "reference": "fully sampled k-space" if kind == "fastmri" else "input",
             "slices": [{k: r[k] for k in ("item", "psnr", "ssim", "nmse", "mean_std", "nfe", "seconds",
-                                          "noise_seed", "sampler_seed", "scale", "acquisition_order") if k in r}
+                                          "noise_seed", "sampler_seed", "scale", "acquisition_order",
+                                          "settings_source") if k in r}
                        for r in records],
             "versions": versions()}
     if _suffix(out) == ".png":
@@ -158,32 +163,33 @@ def reconstruct_file(
     return ReconstructionReport(outputs + [sidecar], metrics, records)
 
 
-def _reconstruct_volume(runner: CaseRunner, items: list[ItemRef], op_spec, method, prior_spec: PriorSpec, seed: int,
-                        dataset: DatasetSpec, progress: bool) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """The whole volume at once with :func:`invsolve.samplers.mbir3d` (slices on the prior grid, stacked)."""
-    import time
+def _reconstruct_volume(runner: CaseRunner, cases: list[Case], dataset: DatasetSpec
+                        ) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The whole volume at once (its slices on the prior grid, stacked) with a sampler that needs a volume.
 
+    Seeds as for slices (:mod:`invsolve.pipeline.seeds`), with the volume (the items' group) as the item.
+    """
     from invsolve.pipeline.items import load_image
-    from invsolve.pipeline.sampler_specs import run_method
-    from invsolve.pipeline.volumes import volume_problem
-    from invsolve.study.cases import hashed_seed
+    from invsolve.pipeline.problems import volume_problem
 
-    prior = runner.prior(prior_spec)
+    first = cases[0]
+    prior = runner.prior(first.prior)
     size = prior.shape[-1]
-    images = [load_image(item, size, dataset.get("resize", "none"), plane=dataset.get("plane", "axial"))
-              for item in items]
+    images = [load_image(c.item, size, dataset.get("resize", "none"), plane=dataset.get("plane", "axial"))
+              for c in cases]
     truth = torch.stack([im.truth[0, 0] for im in images])[None, None]  # (1, 1, D, n, n)
-    problem = volume_problem(truth, op_spec, mask_seed=seed, device=runner.device,
-                             noise_seed=hashed_seed("noise", items[0].path, items[0].volume, op_spec.text, seed))
-    generator = torch.Generator(device=runner.device).manual_seed(hashed_seed("sampler", items[0].path, seed))
-    start = time.perf_counter()
-    result = run_method(method, problem, prior, generator=generator)
-    seconds = time.perf_counter() - start
+    item, volume = first.item.group, first.item.volume
+    problem = volume_problem(truth, first.operator, mask_seed=first.mask_seed, device=runner.device,
+                             noise_seed=noise_seed(item, volume, first.operator.text, first.seed))
+    seed = sampler_seed(item, volume, first.run_key)
+    result = run_method(first.method, problem, prior, generator=torch.Generator(device=runner.device).manual_seed(seed),
+                        prior_name=first.prior.name)
     stack = {"mean": result.mean[0, 0].cpu().numpy(), "std": result.std[0, 0].cpu().numpy(),
              "truth": problem.truth[0, 0].cpu().numpy()}
-    records = [{"item": item.name, "volume": item.volume, "window": list(im.window),
-                "original_shape": list(im.original_shape), "nfe": result.nfe, "seconds": seconds, "scale": 1.0}
-               for item, im in zip(items, images)]
+    records = [{"item": c.item.name, "volume": c.item.volume, "window": list(im.window),
+                "original_shape": list(im.original_shape), "nfe": result.nfe, "seconds": result.seconds, "scale": 1.0,
+                "sampler_seed": seed, "settings_source": result.settings_source}
+               for c, im in zip(cases, images)]
     return records, stack
 
 

@@ -12,12 +12,10 @@ from collections.abc import Sequence
 
 import torch
 
+from invsolve._validation import FLOAT_DTYPES, float_dtype, positive_int, require_generator  # noqa: F401
 from invsolve.operators.base import DeepinvLinearOperator
 
 ImageShape = tuple[int, int, int]
-
-_FLOAT_DTYPES = (torch.float32, torch.float64)
-
 
 def image_shape(value: object, name: str = "img_shape") -> ImageShape:
     """Normalise ``(C, H, W)`` or ``(H, W)`` to a ``(C, H, W)`` tuple of positive ints."""
@@ -33,29 +31,6 @@ def image_shape(value: object, name: str = "img_shape") -> ImageShape:
     if len(dims) == 2:
         dims.insert(0, 1)
     return tuple(dims)  # type: ignore[return-value]
-
-
-def float_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
-    if dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be torch.float32 or torch.float64, got {dtype!r}")
-    return dtype  # type: ignore[return-value]
-
-
-def positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def require_generator(generator: object, name: str = "generator") -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(
-            f"{name} must be an explicit torch.Generator (e.g. torch.Generator().manual_seed(0)), "
-            f"got {type(generator).__name__}"
-        )
-    return generator
 
 
 def prepare_kernel(
@@ -84,7 +59,7 @@ def prepare_kernel(
     if kernel.is_complex():
         raise TypeError(f"{name} must be real, got {kernel.dtype}")
     if dtype is None:
-        dtype = kernel.dtype if kernel.dtype in _FLOAT_DTYPES else torch.float32
+        dtype = kernel.dtype if kernel.dtype in FLOAT_DTYPES else torch.float32
     kernel = kernel.to(dtype=float_dtype(dtype), device=device)
     if not bool(torch.isfinite(kernel).all()):
         raise ValueError(f"{name} contains NaN/Inf values; all entries must be finite")

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from invsolve._validation import require_generator
+
 Shape = tuple[int, ...]
 
 
@@ -205,9 +207,10 @@ class LinearOperator(Operator):
         self.__dict__["_svd_memo"] = (signature, result)
         return result
 
-    def operator_norm(self, *, iterations: int = 50, generator: torch.Generator | None = None,
+    def operator_norm(self, *, generator: torch.Generator, iterations: int = 50,
                       dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> float:
-        """Largest singular value, by power iteration on ``A^T A``."""
+        """Largest singular value, by power iteration on ``A^T A`` from a start drawn from ``generator``."""
+        require_generator(generator)
         v = torch.randn((1, *self.x_shape), generator=generator, dtype=dtype, device=device)
         v = v / v.norm()
         sq = torch.zeros((), dtype=dtype)

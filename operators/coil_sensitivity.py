@@ -43,6 +43,8 @@ import math
 import numpy as np
 import torch
 
+from invsolve.operators.fourier import ifft2c
+
 __all__ = ["calibration_region", "estimate_coil_maps"]
 
 MIN_CALIBRATION = 4
@@ -131,10 +133,6 @@ def _taper(n: int, centre: int, half_width: int, window: str, dtype: torch.dtype
     return torch.where(inside, w, torch.zeros_like(w)).to(dtype)
 
 
-def _ifft2c(k: torch.Tensor) -> torch.Tensor:
-    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
-
-
 def _lowres_maps(kspace: torch.Tensor, cal: slice, window: str, threshold: float) -> torch.Tensor:
     _, h, w = kspace.shape
     real = torch.float64 if kspace.dtype == torch.complex128 else torch.float32
@@ -143,7 +141,7 @@ def _lowres_maps(kspace: torch.Tensor, cal: slice, window: str, threshold: float
     r_rows = max(1, round(r_cols * h / w))
     cols = _taper(w, w // 2, r_cols, window, real).to(kspace.device)
     rows = _taper(h, h // 2, r_rows, window, real).to(kspace.device)
-    images = _ifft2c(kspace * (rows[:, None] * cols[None, :]))
+    images = ifft2c(kspace * (rows[:, None] * cols[None, :]))
     rss = images.abs().square().sum(dim=0).sqrt()
     support = rss > threshold * rss.max()
     safe = torch.where(support, rss, torch.ones_like(rss))

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from invsolve._validation import require_tensor
+from invsolve.operators.fourier import fft2c
 
 Seed = int | torch.Generator
 
@@ -260,7 +261,7 @@ def kspace_variance_mask(
     n_low = round(w * _check_fraction(center_fraction))
     n_total = _budget(w, acceleration, n_low)
     x = images.to(torch.complex128)
-    k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+    k = fft2c(x)
     variance = (k - k.mean(0)).abs().square().mean(0).sum(0)  # (W,)
     columns = torch.zeros(w)
     columns[_centre_slice(w, n_low)] = 1

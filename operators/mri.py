@@ -29,18 +29,12 @@ from collections.abc import Sequence
 
 import torch
 
-from invsolve._validation import require_finite, require_nonnegative_number, require_tensor
+from invsolve._validation import float_dtype, require_finite, require_nonnegative_number, require_tensor
 from invsolve.operators.base import DeepinvLinearOperator
 
 __all__ = ["MultiCoilMRI", "SingleCoilMRI"]
 
 _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
-
-
-def _check_dtype(dtype: object) -> torch.dtype:
-    if dtype not in _COMPLEX:
-        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    return dtype  # type: ignore[return-value]
 
 
 def _check_img_size(img_size: object) -> tuple[int, ...]:
@@ -130,7 +124,7 @@ class SingleCoilMRI(_CartesianMRI):
     ) -> None:
         from deepinv.physics import MRI
 
-        dtype = _check_dtype(dtype)
+        dtype = float_dtype(dtype)
         require_tensor("mask", mask)
         img_size = _check_img_size(tuple(mask.shape) if img_size is None else img_size)
         mask = _check_mask(mask, img_size, dtype)
@@ -191,7 +185,7 @@ class MultiCoilMRI(_CartesianMRI):
     ) -> None:
         from deepinv.physics import MultiCoilMRI as DeepinvMultiCoilMRI
 
-        dtype = _check_dtype(dtype)
+        dtype = float_dtype(dtype)
         coil_maps = self._check_coil_maps(coil_maps, img_size)
         img_size = _check_img_size(tuple(coil_maps.shape[1:]) if img_size is None else img_size)
         mask = _check_mask(mask, img_size, dtype)

@@ -9,7 +9,7 @@ import torch
 
 from invsolve.noise import GaussianNoise
 from invsolve.operators import fastmri_mask, kspace_variance_mask, synthetic_coil_maps
-from invsolve.operators.acquisition import ActiveMeasurement, ColumnAcquisition, PixelAcquisition
+from invsolve.acquisition import ActiveMeasurement, ColumnAcquisition, PixelAcquisition
 from invsolve.priors import GaussianPrior
 from invsolve.samplers import ads
 from invsolve.samplers.ads import acquisition_steps, entropy_scores, pairwise_sq_distances, variance_scores

@@ -10,7 +10,8 @@ from invsolve.operators import RealToComplex, SingleCoilMRI, fastmri_mask
 from invsolve.operators.base import LinearOperator
 from invsolve.priors import GaussianPrior
 from invsolve.priors.slice_stack import SliceStackPrior
-from invsolve.samplers.mbir3d import admm_tv_step, diff, diff_adjoint, diff_z, diff_z_adjoint, mbir3d, soft_threshold
+from invsolve.operators.finite_difference import finite_difference, finite_difference_adjoint
+from invsolve.samplers.mbir3d import admm_tv_step, diff_z, diff_z_adjoint, mbir3d, soft_threshold
 
 D, H, W = 6, 8, 8
 
@@ -45,8 +46,9 @@ def test_tv_z_operators_are_adjoint_and_the_prox_is_right():
                                                                                    dtype=torch.float64)
     assert torch.allclose((diff_z(a) * b).sum(), (a * diff_z_adjoint(b)).sum(), rtol=1e-12)
     for axis in (-3, -2, -1):
-        assert torch.allclose((diff(a, axis) * b).sum(), (a * diff_adjoint(b, axis)).sum(), rtol=1e-12)
-    torch.testing.assert_close(diff(a, -1)[..., :-1], a[..., 1:] - a[..., :-1])
+        assert torch.allclose((finite_difference(a, (axis,)) * b[None]).sum(),
+                              (a * finite_difference_adjoint(b[None], (axis,))).sum(), rtol=1e-12)
+    torch.testing.assert_close(finite_difference(a, (-1,))[0, ..., :-1], a[..., 1:] - a[..., :-1])
     assert torch.equal(diff_z(a)[..., -1, :, :], torch.zeros_like(a[..., -1, :, :]))
     torch.testing.assert_close(soft_threshold(torch.tensor([-3.0, -0.5, 0.2, 2.0]), 1.0),
                                torch.tensor([-2.0, 0.0, 0.0, 1.0]))
@@ -58,12 +60,12 @@ def test_admm_step_lowers_the_objective_it_targets():
     for weights in ({-3: 0.05}, {-3: 0.05, -2: 0.02, -1: 0.02}):
         def objective(v):
             return 0.5 * float((op.A(v) - meas.y).square().sum()) + sum(
-                w * float(diff(v, a).abs().sum()) for a, w in weights.items())
+                w * float(finite_difference(v, (a,)).abs().sum()) for a, w in weights.items())
 
         x = start
         z = u = torch.zeros((len(weights), *x.shape))
         for _ in range(20):
-            x, z, u = admm_tv_step(x, z, u, op, meas.y, weights=weights, rho=1.0, cg_iterations=3)
+            x, z, u = admm_tv_step(x, z, u, op, meas.y, weights=weights, admm_rho=1.0, cg_iterations=3)
         assert objective(x) < 0.5 * objective(start)
 
 
@@ -74,7 +76,7 @@ def test_mbir3d_couples_slices_and_is_chunk_invariant():
     def run(lam: float, chunk: int = 2, seed: int = 0):
         p = SliceStackPrior(_prior2d(), D, chunk=chunk)
         return mbir3d(meas, p, steps=20, n_samples=2, generator=torch.Generator().manual_seed(seed), lam=lam,
-                      rho=1.0, cg_iterations=2)
+                      admm_rho=1.0, cg_iterations=2)
 
     coupled, independent = run(0.5), run(0.0)
     assert coupled.samples.shape == (2, 1, 1, D, H, W) and coupled.nfe == 20
@@ -97,7 +99,7 @@ def test_mbir3d_on_denoised_estimates_fits_the_data():
     op, truth, meas = _problem()
     prior = SliceStackPrior(_prior2d(), D, chunk=3)
     runs = {c: mbir3d(meas, prior, steps=20, n_samples=2, generator=torch.Generator().manual_seed(0), lam=0.5,
-                      rho=1.0, cg_iterations=5, consistency=c) for c in ("iterate", "denoised")}
+                      admm_rho=1.0, cg_iterations=5, consistency=c) for c in ("iterate", "denoised")}
     for out in runs.values():
         assert torch.isfinite(out.samples).all()
         assert float((out.mean - truth).square().mean()) < float((0.5 - truth).square().mean())  # beats the prior mean
@@ -124,7 +126,7 @@ def test_mbir3d_weights_are_relative_to_the_operator_scale_and_in_plane_tv_is_op
     scaled = Measurement(_Scaled(op, c), GaussianNoise(0.01 * c), c * meas.y)
 
     def run(m, **kw):
-        return mbir3d(m, prior, steps=10, generator=torch.Generator().manual_seed(0), lam=0.05, rho=0.5, **kw)
+        return mbir3d(m, prior, steps=10, generator=torch.Generator().manual_seed(0), lam=0.05, admm_rho=0.5, **kw)
 
     base = run(meas, operator_norm=1.0)
     torch.testing.assert_close(run(scaled, operator_norm=c).samples, base.samples, rtol=1e-4, atol=1e-5)
@@ -133,7 +135,7 @@ def test_mbir3d_weights_are_relative_to_the_operator_scale_and_in_plane_tv_is_op
     assert estimated.diagnostics["operator_norm"] == pytest.approx(c, rel=1e-3)
     with_xy = run(meas, operator_norm=1.0, lam_xy=0.05)
     assert set(with_xy.diagnostics["tv_weights_absolute"]) == {-3, -2, -1}
-    in_plane_tv = lambda out: float(diff(out.samples[:, 0], -1).abs().mean())  # noqa: E731
+    in_plane_tv = lambda out: float(finite_difference(out.samples[:, 0], (-1,)).abs().mean())  # noqa: E731
     assert in_plane_tv(with_xy) < in_plane_tv(base)
     for bad in ({"lam_xy": -1.0}, {"operator_norm": 0.0}, {"admm_iterations": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
@@ -143,7 +145,7 @@ def test_mbir3d_weights_are_relative_to_the_operator_scale_and_in_plane_tv_is_op
 def test_mbir3d_corrector_steps_cost_network_calls_and_keep_the_fit():
     op, truth, meas = _problem()
     prior = SliceStackPrior(_prior2d(), D, chunk=4)
-    out = mbir3d(meas, prior, steps=10, generator=torch.Generator().manual_seed(0), lam=0.5, rho=1.0,
+    out = mbir3d(meas, prior, steps=10, generator=torch.Generator().manual_seed(0), lam=0.5, admm_rho=1.0,
                  corrector_steps=2, snr=0.1)
     assert out.nfe == 30 and torch.isfinite(out.samples).all()
     assert float((out.mean - truth).square().mean()) < float((0.5 - truth).square().mean())

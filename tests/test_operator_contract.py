@@ -103,7 +103,9 @@ def test_adjointness_float32(case_id):
     op = build(case_id)
     if not op.linear:
         pytest.skip("nonlinear operator: no adjoint")
-    assert adjoint_relative_error(op, torch.float32) <= 1e-5
+    # float32 rounding of the deepinv Radon transform's interpolation reaches ~2.4e-5 on some CPUs (seen on
+    # a 2-core x86_64 machine); a wrong adjoint is off by O(1).
+    assert adjoint_relative_error(op, torch.float32) <= 1e-4
 
 
 @pytest.mark.parametrize("case_id", FLOAT64_IDS)

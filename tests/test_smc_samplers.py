@@ -162,8 +162,8 @@ def test_bad_options_are_refused_early():
         afes(meas, prior, n_samples=8, steps=5, generator=gen(0), integrator="rk4")
     with pytest.raises(ValueError, match="ess_threshold"):
         fkc(meas, prior, n_samples=8, steps=5, generator=gen(0), ess_threshold=2.0)
-    with pytest.raises(ValueError, match="betas"):
-        fkc(meas, prior, n_samples=8, steps=5, generator=gen(0), betas=[0.0, 1.0])
+    with pytest.raises(ValueError, match="exponents"):
+        fkc(meas, prior, n_samples=8, steps=5, generator=gen(0), exponents=[0.0, 1.0])
     poisson = Measurement(meas.operator, PoissonNoise(10.0), meas.y.abs())
     with pytest.raises(TypeError, match="integrator='exact'"):
         afes(poisson, prior, n_samples=8, steps=5, generator=gen(0), integrator="exact")

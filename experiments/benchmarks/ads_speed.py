@@ -8,7 +8,7 @@ and 8-coil; timings from the sampler's own diagnostics (wall clock, CPU).
 
 import torch
 from invsolve.samplers.ads import ads
-from invsolve.operators.acquisition import ColumnAcquisition, ActiveMeasurement
+from invsolve.acquisition import ColumnAcquisition, ActiveMeasurement
 from invsolve.operators import synthetic_coil_maps
 from invsolve.noise import GaussianNoise
 from invsolve.priors import load_default_prior

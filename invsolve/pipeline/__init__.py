@@ -1,10 +1,21 @@
-"""From data to reconstructions: operator and sampler specs by name, data items, problems.
+"""From data to reconstructions: the problem catalogue, the tuned settings, methods by name, problems, and
+the one reconstruction entry point :func:`run_method`.
 
-Shared by the ``invsolve reconstruct`` command and the study runner (:mod:`invsolve.study`).
+Shared by ``invsolve reconstruct``, ``invsolve benchmark``, the demo and the study runner (:mod:`invsolve.study`).
 """
 
-from invsolve.pipeline.operator_specs import OPERATOR_KINDS, OperatorSpec, image_task, parse_operator_spec
-from invsolve.pipeline.sampler_specs import METHOD_NAMES, MethodResult, MethodSpec, parse_method_spec, run_method
+from invsolve.pipeline.catalogue import (
+    KINDS,
+    OPERATOR_KINDS,
+    OperatorSpec,
+    ProblemSetup,
+    SetupCache,
+    image_setup,
+    parse_operator_spec,
+)
+from invsolve.pipeline.methods import MethodResult, MethodSpec, method_names, parse_method_spec, run_method
+from invsolve.pipeline.tuned import TUNED, tuned_settings
 
-__all__ = ["METHOD_NAMES", "OPERATOR_KINDS", "MethodResult", "MethodSpec", "OperatorSpec", "image_task",
-           "parse_method_spec", "parse_operator_spec", "run_method"]
+__all__ = ["KINDS", "OPERATOR_KINDS", "TUNED", "MethodResult", "MethodSpec", "OperatorSpec", "ProblemSetup",
+           "SetupCache", "image_setup", "method_names", "parse_method_spec", "parse_operator_spec", "run_method",
+           "tuned_settings"]

@@ -22,7 +22,6 @@ are used as they are); NIfTI volumes are mapped to [0, 1] by their (0.5, 99.5) p
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -186,8 +185,11 @@ class ImageData:
 
 
 def load_image(ref: ItemRef, size: int, resize: str = "none", *, plane: str = "axial",
-               percentiles: tuple[float, float] = (0.5, 99.5)) -> ImageData:
-    """Load an image-like item (phantom, image file or NIfTI slice) on the ``size x size`` prior grid."""
+               percentiles: tuple[float, float] = (0.5, 99.5), volumes: dict | None = None) -> ImageData:
+    """Load an image-like item (phantom, image file or NIfTI slice) on the ``size x size`` prior grid.
+
+    ``volumes``: a dict the caller keeps to reuse a NIfTI volume across its slices (the last one read).
+    """
     window = (0.0, 1.0)
     if ref.kind == "phantoms":
         from invsolve.tasks import phantoms
@@ -201,7 +203,14 @@ def load_image(ref: ItemRef, size: int, resize: str = "none", *, plane: str = "a
     elif ref.kind == "images":
         image = read_image_file(Path(ref.path))
     elif ref.kind == "nifti":
-        volume, window, axis = _nifti_volume(ref.path, ref.volume, tuple(percentiles), plane)
+        key = (ref.path, ref.volume, tuple(percentiles), plane)
+        cached = volumes.get(key) if volumes is not None else None
+        if cached is None:
+            cached = _nifti_volume(*key)
+            if volumes is not None:
+                volumes.clear()
+                volumes[key] = cached
+        volume, window, axis = cached
         from invsolve.datasets.nifti import to_slices
 
         image = to_slices(volume, axis)[ref.index, 0]
@@ -214,7 +223,6 @@ def load_image(ref: ItemRef, size: int, resize: str = "none", *, plane: str = "a
     return ImageData(to_prior_grid(image.float(), size)[None, None], shape, window)
 
 
-@functools.lru_cache(maxsize=1)
 def _nifti_volume(path: str, volume: int | None, percentiles: tuple[float, float], plane: str):
     from invsolve.datasets.nifti import intensity_window, read_nifti, slice_axis
 

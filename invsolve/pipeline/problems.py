@@ -1,9 +1,12 @@
 """Inverse problems built from data: a truth, its measurement and the classical baseline.
 
-Two routes, one result type (:class:`Problem`):
+Three routes, one result type (:class:`Problem`):
 
 - **simulated** (:func:`simulated_problem`): an image on the prior grid is measured by the
-  operator of a spec with Gaussian noise ``sigma_y = noise * RMS(A x)``;
+  setup of a spec (:mod:`invsolve.pipeline.catalogue`) with Gaussian noise ``sigma_y = noise * RMS``;
+- **volumes** (:func:`volume_problem`): a stack of slices ``(1, 1, D, n, n)`` measured by the 3D setup of a
+  spec (``ct``: parallel beam slice by slice; ``mri``: 3D Cartesian MRI with one ``(n, n)`` column mask for
+  every slice, or a ``(k_z, k_y)`` Poisson-disc mask);
 - **measured k-space** (:func:`kspace_problem`): a fastMRI slice is undersampled retrospectively
   with the spec's mask. The data are divided by ``scale`` = the maximum of the zero-filled
   magnitude image (computed from the undersampled data alone), so that the image is in the
@@ -19,27 +22,36 @@ Two routes, one result type (:class:`Problem`):
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from invsolve.acquisition import ActiveMeasurement, ColumnAcquisition
 from invsolve.measurement import Measurement
 from invsolve.noise import GaussianNoise
+from invsolve.pipeline.catalogue import (
+    KINDS,
+    OperatorSpec,
+    ProblemSetup,
+    SetupCache,
+    active_budget,
+    log_kspace,
+    mri_columns,
+    volume_setup,
+)
 from invsolve.pipeline.items import KspaceData
-from invsolve.operators.acquisition import ActiveMeasurement, ColumnAcquisition
-from invsolve.pipeline.operator_specs import OperatorSpec, active_budget, image_task, mri_columns
-from invsolve.tasks import _magnitude
 
 
 @dataclass
 class Problem:
-    """Truth ``(1, 1, n, n)`` and reconstructions live in normalised units; physical = normalised * scale."""
+    """Truth ``(1, 1, n, n)`` (or a volume ``(1, 1, D, n, n)``) and its measurement, in normalised units;
+    physical = normalised * scale. ``measurement`` is an :class:`~invsolve.acquisition.ActiveMeasurement` when
+    the mask is chosen during sampling (``mask=active``)."""
 
     truth: torch.Tensor
-    measurement: Measurement
+    measurement: Measurement | ActiveMeasurement
     baseline: Callable[[torch.Tensor], torch.Tensor]
     baseline_name: str
     tv_weight: float
@@ -47,54 +59,42 @@ class Problem:
     show_measurement: Callable[[torch.Tensor], torch.Tensor]
     scale: float = 1.0
     info: dict[str, float] = field(default_factory=dict)
-    active: ActiveMeasurement | None = None  # mask=active: the data ADS may acquire, and how many columns
-    budget: int = 0
+
+    @property
+    def is_active(self) -> bool:
+        return isinstance(self.measurement, ActiveMeasurement)
+
+    @property
+    def is_volume(self) -> bool:
+        return self.truth.dim() == 5
+
+
+def measured_problem(setup: ProblemSetup, truth: torch.Tensor, *, noise_seed: int) -> Problem:
+    """``truth`` measured by ``setup`` with the noise drawn from ``noise_seed``."""
+    generator = torch.Generator(device=truth.device).manual_seed(noise_seed)
+    measurement = setup.measure(truth, generator)
+    return Problem(truth, measurement, setup.baseline, setup.baseline_name, setup.tv_weight, setup.kind,
+                   setup.show_measurement, info={"sigma_y": measurement.noise.sigma})
 
 
 def simulated_problem(truth: torch.Tensor, spec: OperatorSpec, *, mask_seed: int, noise_seed: int,
-                      device: torch.device | str = "cpu") -> Problem:
-    """Measure ``truth (1, 1, n, n)`` with the operator of ``spec`` (mask drawn from ``mask_seed``).
+                      device: torch.device | str = "cpu", cache: SetupCache | None = None) -> Problem:
+    """Measure ``truth (1, 1, n, n)`` with the setup of ``spec`` (masks drawn from ``mask_seed``).
 
     MRI: every column is simulated (``sigma_y = noise * RMS`` of the fully sampled k-space, so all
     masks see the same noise per sample) and the mask's columns are revealed.
     """
-    size = truth.shape[-1]
-    task = _cached_task(spec, size, mask_seed, str(device))
-    truth = truth.to(device)
-    generator = torch.Generator(device=device).manual_seed(noise_seed)
-    if spec.kind == "mri":
-        acquisition = _cached_acquisition(spec, size, str(device))
-        with torch.no_grad():
-            full = acquisition.full.A(truth)
-        noise = GaussianNoise(spec["noise"] * float(full.square().mean().sqrt()))
-        columns = mri_columns(spec, size, mask_seed)
-        active = ActiveMeasurement(acquisition, noise.sample(full, generator), noise, columns)
-        is_active = spec["mask"] == "active"
-        return Problem(truth, active.measurement(columns), task.baseline, task.baseline_name, task.tv_weight,
-                       spec.kind, task.show_measurement, info={"sigma_y": noise.sigma},
-                       active=active if is_active else None, budget=active_budget(spec, size) if is_active else 0)
-    with torch.no_grad():
-        clean = task.operator.A(truth)
-    sigma = spec["noise"] * float(clean.square().mean().sqrt())
-    noise = GaussianNoise(sigma)
-    y = noise.sample(clean, generator)
-    return Problem(truth, Measurement(task.operator, noise, y), task.baseline, task.baseline_name, task.tv_weight,
-                   spec.kind, task.show_measurement, info={"sigma_y": sigma})
+    setup = (cache or SetupCache()).image(spec, truth.shape[-1], mask_seed, device=device)
+    return measured_problem(setup, truth.to(device), noise_seed=noise_seed)
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_acquisition(spec: OperatorSpec, size: int, device: str) -> ColumnAcquisition:
-    from invsolve.operators import synthetic_coil_maps
-
-    maps = synthetic_coil_maps(spec["coils"], (size, size)) if spec["coils"] else None
-    return ColumnAcquisition((size, size), maps, device=device)
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_task(spec: OperatorSpec, size: int, mask_seed: int, device: str):
-    """Slices of a volume share the operator of their spec (and its memoised SVD)."""
-    return image_task(spec, size, mask_seed, device=device)
-
+def volume_problem(truth: torch.Tensor, spec: OperatorSpec, *, mask_seed: int, noise_seed: int,
+                   device: torch.device | str = "cpu") -> Problem:
+    """Measure a volume ``truth (1, 1, D, n, n)`` with the 3D setup of ``spec``."""
+    if truth.dim() != 5 or truth.shape[:2] != (1, 1) or truth.shape[-1] != truth.shape[-2]:
+        raise ValueError(f"truth must be a volume (1, 1, D, n, n), got {tuple(truth.shape)}")
+    setup = volume_setup(spec, tuple(truth.shape[2:]), mask_seed, device=device)
+    return measured_problem(setup, truth.to(device), noise_seed=noise_seed)
 
 
 def estimate_kspace_noise(kspace: torch.Tensor, columns: torch.Tensor, *, edge: float = 0.125) -> float:
@@ -111,15 +111,15 @@ def estimate_kspace_noise(kspace: torch.Tensor, columns: torch.Tensor, *, edge: 
     return float(1.4826 * (values - values.median()).abs().median())
 
 
-def kspace_problem(data: KspaceData, spec: OperatorSpec, *, mask_seed: int,
-                   device: torch.device | str = "cpu") -> Problem:
+def kspace_problem(data: KspaceData, spec: OperatorSpec, *, mask_seed: int, device: torch.device | str = "cpu",
+                   cache: SetupCache | None = None) -> Problem:
     """Retrospectively undersample a fastMRI slice with the mask of an ``mri`` spec (see the module docstring)."""
     from invsolve.operators import MultiCoilMRI, calibration_region, estimate_coil_maps
 
     if spec.kind != "mri":
         raise ValueError(f"fastMRI data hold k-space: only the 'mri' operator applies, got {spec.kind!r}")
     coils, h, w = data.kspace.shape
-    columns = mri_columns(spec, w, mask_seed)
+    columns = mri_columns(spec, w, mask_seed, cache)
     mask = columns.float().expand(h, w).clone()
     undersampled = data.kspace * mask
     try:
@@ -142,16 +142,41 @@ def kspace_problem(data: KspaceData, spec: OperatorSpec, *, mask_seed: int,
         sigma, source = estimate_kspace_noise(undersampled, mask[0]) / scale, 0.0
     noise = GaussianNoise(max(sigma, 1e-6))
     full = torch.view_as_real(data.kspace).permute(3, 0, 1, 2)[None].contiguous().to(device) / scale
-    active = ActiveMeasurement(ColumnAcquisition((h, w), maps, device=device), full, noise, columns)
-    measurement = active.measurement(columns)
+    active = ActiveMeasurement(ColumnAcquisition((h, w), maps, device=device), full, noise, columns,
+                               active_budget(spec, w) if spec.is_active else None)
     truth = (data.target / scale)[None, None].to(device)
-    is_active = spec["mask"] == "active"
 
     def show(y: torch.Tensor) -> torch.Tensor:
-        mag = _magnitude(y[:, :, 0])[0, 0]
-        return torch.log1p(100 * mag / mag.max().clamp_min(1e-12))
+        return log_kspace(y[:, :, 0])
 
-    return Problem(truth, measurement, zero_filled_rss, "zero-filled", 0.01, "mri", show, scale,
-                   info={"sigma_y": sigma, "sigma_from_file": source,
-                         "acceleration": float(mask.numel() / mask.sum())},
-                   active=active if is_active else None, budget=active_budget(spec, w) if is_active else 0)
+    return Problem(truth, active if spec.is_active else active.measurement(columns), zero_filled_rss, "zero-filled",
+                   KINDS["mri"].tv_weight(dict(spec.params)), "mri", show, scale,
+                   info={"sigma_y": sigma, "sigma_from_file": source, "acceleration": float(mask.numel() / mask.sum())})
+
+
+@dataclass
+class ProblemCache:
+    """What consecutive problems share, kept by the caller: setups (operators, SVDs) and the NIfTI volume."""
+
+    setups: SetupCache = field(default_factory=SetupCache)
+    volumes: dict = field(default_factory=dict)
+
+
+def item_problem(item, spec: OperatorSpec, size: int, *, mask_seed: int, noise_seed: int,
+                 device: torch.device | str = "cpu", resize: str = "none", plane: str = "axial",
+                 percentiles: tuple[float, float] = (0.5, 99.5),
+                 cache: ProblemCache | None = None) -> tuple[Problem, dict]:
+    """The problem of one data item (:class:`~invsolve.pipeline.items.ItemRef`) on the ``size x size`` prior grid,
+    and the geometry needed to map its reconstruction back (original shape, intensity window)."""
+    from invsolve.pipeline.items import load_image, load_kspace
+
+    cache = cache or ProblemCache()
+    if item.kind == "fastmri":
+        data = load_kspace(item, size, resize)
+        problem = kspace_problem(data, spec, mask_seed=mask_seed, device=device, cache=cache.setups)
+        return problem, {"original_shape": [size, size], "window": [0.0, 1.0],
+                         "challenge": "multicoil" if data.multicoil else "singlecoil"}
+    image = load_image(item, size, resize, plane=plane, percentiles=tuple(percentiles), volumes=cache.volumes)
+    problem = simulated_problem(image.truth, spec, mask_seed=mask_seed, noise_seed=noise_seed, device=device,
+                                cache=cache.setups)
+    return problem, {"original_shape": list(image.original_shape), "window": list(image.window)}

@@ -44,7 +44,7 @@ def _as_f64(name: str, t) -> torch.Tensor:
     return require_finite(name, t.to(_COMPUTE))
 
 
-def _eig_psd(cov: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def eig_psd(cov: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigen-decomposition of a (batch of) symmetric PSD matrices, small negative eigenvalues clamped to 0."""
     scale = cov.diagonal(dim1=-2, dim2=-1).abs().amax(dim=-1).clamp_min(1e-300)
     asym = (cov - cov.transpose(-1, -2)).abs().amax(dim=(-2, -1))
@@ -145,7 +145,7 @@ class GaussianMixturePrior(Prior):
             if bool((diag < 0).any()):
                 raise ValueError(f"{name} must be positive semi-definite")
             return diag.clone(), None
-        return _eig_psd(cov, name)
+        return eig_psd(cov, name)
 
     @classmethod
     def _from_parts(cls, log_w, mu, lam, Q, basis, shape, sigma_min, sigma_max, value_range):

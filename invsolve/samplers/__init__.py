@@ -1,9 +1,14 @@
 """Posterior samplers: one module each, all with the signature
-``sampler(measurement, prior, *, steps/sigmas, n_samples, generator, callback, **hyper) -> SamplerOutput``."""
+``sampler(measurement, prior, *, steps/sigmas, n_samples, generator, callback, **settings) -> SamplerOutput``.
+
+Each sampler module declares itself (``DECLARATION``, :mod:`invsolve.samplers.declaration`): its one string
+name, default steps and needs. :func:`declarations` finds them all; the imports below are for convenience.
+"""
 
 from invsolve.samplers.ads import ads
 from invsolve.samplers.afes import afes
 from invsolve.samplers.ddrm import ddrm
+from invsolve.samplers.declaration import Need, SamplerDeclaration, declaration, declarations
 from invsolve.samplers.dps import dps
 from invsolve.samplers.edm import edm_sample, edm_sigmas, unconditional
 from invsolve.samplers.exact import exact
@@ -16,14 +21,18 @@ from invsolve.samplers.red_diff import red_diff
 from invsolve.samplers.tds import tds
 
 __all__ = [
+    "Need",
     "ParticleWeights",
     "Posterior",
+    "SamplerDeclaration",
     "SamplerOutput",
     "StepInfo",
     "WeightDegeneracyError",
     "ads",
     "afes",
     "ddrm",
+    "declaration",
+    "declarations",
     "dps",
     "edm_sample",
     "edm_sigmas",
@@ -34,5 +43,4 @@ __all__ = [
     "red_diff",
     "tds",
     "unconditional",
-    "weighted_moments",
 ]

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-
 import torch
 
-from invsolve.operators.acquisition import ActiveMeasurement
+from invsolve.acquisition import ActiveMeasurement
 from invsolve.priors.base import Prior
-from invsolve.samplers._common import check_generator, check_n_samples, randn, replicate
+from invsolve.samplers._common import Callback, check_generator, check_n_samples, randn, replicate
+from invsolve.samplers.declaration import Need, SamplerDeclaration
 from invsolve.samplers.dps import dps_guidance, dps_step
 from invsolve.samplers.edm import schedule
 from invsolve.samplers.output import SamplerOutput, StepInfo
@@ -77,29 +76,16 @@ def acquisition_steps(n_steps: int, window: tuple[float, float], budget: int) ->
     return counts
 
 
-def ads(
-    measurement: ActiveMeasurement,
-    prior: Prior,
-    *,
-    budget: int,
-    steps: int | None = 100,
-    sigmas=None,
-    n_samples: int = 16,
-    generator: torch.Generator,
-    callback: Callable[[StepInfo], None] | None = None,
-    window: tuple[float, float] = (0.0, 0.5),
-    criterion: str = "entropy",
-    entropy_sigma: float | None = None,
-    zeta: float = 1.0,
-    eta: float = 1.0,
-    rho: float = 7.0,
-    hard_data_consistency: bool = True,
-) -> SamplerOutput:
+def ads(measurement: ActiveMeasurement, prior: Prior, *, budget: int | None = None, steps: int | None = 100,
+        sigmas=None, n_samples: int = 16, generator: torch.Generator, callback: Callback | None = None,
+        window: tuple[float, float] = (0.0, 0.5), criterion: str = "entropy", entropy_sigma: float | None = None,
+        zeta: float = 1.0, eta: float = 1.0, rho: float = 7.0, hard_data_consistency: bool = True) -> SamplerOutput:
     """ADS: ``n_samples`` DPS particles that acquire ``budget`` more candidates during the reverse diffusion.
 
     Args:
         measurement: the fully acquirable data and the initial selection (:class:`ActiveMeasurement`).
-        budget: number of candidates to acquire (beyond ``measurement.initial``).
+        budget: number of candidates to acquire (beyond ``measurement.initial``); default: the measurement's own
+            ``budget``.
         window: fractions ``(start, stop)`` of the reverse steps within which acquisitions happen
             (the paper acquires early, while the particles still disagree about coarse structure).
         criterion: ``"entropy"`` (the paper's surrogate) or ``"variance"``.
@@ -124,6 +110,10 @@ def ads(
     acquisition = measurement.acquisition
     selected = measurement.initial.clone()
     available = int((~selected).sum())
+    if budget is None:
+        budget = measurement.budget
+    if budget is None:
+        raise ValueError("give budget=... (candidates to acquire) or an ActiveMeasurement with a budget")
     if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= available:
         raise ValueError(f"budget must be an integer in [0, {available}] (candidates not yet acquired), got {budget!r}")
     current = measurement.measurement(selected)
@@ -172,3 +162,6 @@ def ads(
                      "measurement_update_seconds": update_seconds,
                      "total_seconds": time.perf_counter() - start, "final_measurement": final},
     )
+
+
+DECLARATION = SamplerDeclaration("ads", ads, default_steps=100, needs={Need.ACTIVE}, label="ADS", min_samples=2)

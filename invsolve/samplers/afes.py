@@ -21,16 +21,14 @@ cost is ``N`` unconditional samples plus the operator work.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
-from invsolve.samplers._common import check_generator, check_pair
-from invsolve.samplers.edm import schedule
+from invsolve.samplers._common import Callback, start
+from invsolve.samplers.declaration import SamplerDeclaration
 from invsolve.samplers.fk_likelihood import is_linear_gaussian, run_fk_likelihood
-from invsolve.samplers.output import SamplerOutput, StepInfo
+from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.particles import check_smc_options
 
 VARIANTS = ("sde", "ode_langevin")
@@ -43,26 +41,11 @@ def resolve_integrator(integrator: str, measurement: Measurement) -> str:
     return integrator
 
 
-def afes(
-    measurement: Measurement,
-    prior: Prior,
-    *,
-    steps: int | None = 100,
-    sigmas=None,
-    n_samples: int = 64,
-    generator: torch.Generator,
-    callback: Callable[[StepInfo], None] | None = None,
-    variant: str = "sde",
-    integrator: str = "auto",
-    corrector_steps: int = 1,
-    corrector_step: float = 0.1,
-    resampling: str = "systematic",
-    ess_threshold: float = 0.5,
-    chunk: int | None = None,
-    hutchinson_probes: int = 1,
-    data_variance: float = 1.0,
-    rho: float = 7.0,
-) -> SamplerOutput:
+def afes(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 64,
+         generator: torch.Generator, callback: Callback | None = None, variant: str = "sde",
+         integrator: str = "auto", corrector_steps: int = 1, corrector_step: float = 0.1,
+         resampling: str = "systematic", ess_threshold: float = 0.5, chunk: int | None = None,
+         hutchinson_probes: int = 1, data_variance: float = 1.0, rho: float = 7.0) -> SamplerOutput:
     """Weighted posterior particles ``(n_samples, B, *x_shape)`` with ``log_weights (n_samples, B)``.
 
     Args:
@@ -85,12 +68,11 @@ def afes(
     With thousands of measured directions (64x64 CT / MRI) the weights collapse to a single particle
     at CPU-scale ``N``; see ``experiments/results/smc_images.md``.
     """
-    check_pair(measurement, prior)
-    check_generator(generator)
     check_smc_options(n_samples, resampling, ess_threshold, chunk)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    sig = [float(s) for s in schedule(prior, steps, sigmas, rho)]
+    sig = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples,
+                generator=generator).sigmas
     return run_fk_likelihood(
         measurement, prior, sig, [1.0] * len(sig), n_particles=n_samples, generator=generator,
         integrator=resolve_integrator(integrator, measurement), predictor="sde" if variant == "sde" else "ode",
@@ -99,3 +81,6 @@ def afes(
         data_variance=data_variance,
         callback=callback, sampler="AFES",
     )
+
+
+DECLARATION = SamplerDeclaration("afes", afes, default_steps=100, label="AFES")

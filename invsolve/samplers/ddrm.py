@@ -23,23 +23,13 @@ is handled (every step with ``sigma' > 0`` is then in the third case).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
-from invsolve.samplers._common import (
-    check_generator,
-    check_n_samples,
-    check_pair,
-    randn,
-    require_gaussian_noise,
-    require_linear,
-    split_samples,
-)
-from invsolve.samplers.edm import schedule
-from invsolve.samplers.output import SamplerOutput, StepInfo
+from invsolve.samplers._common import Callback, require_gaussian_noise, require_linear, start
+from invsolve.samplers.declaration import Need, SamplerDeclaration
+from invsolve.samplers.output import SamplerOutput
 
 
 def operator_svd(operator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -80,53 +70,35 @@ def ddrm_step(x, x0, y_bar, b, V, sigma: float, sigma_next: float, *, eta: float
     return x_c + (xb - xb_c) @ V.T
 
 
-def ddrm(
-    measurement: Measurement,
-    prior: Prior,
-    *,
-    steps: int | None = 100,
-    sigmas=None,
-    n_samples: int = 1,
-    generator: torch.Generator,
-    callback: Callable[[StepInfo], None] | None = None,
-    eta: float = 0.85,
-    eta_b: float = 1.0,
-    rho: float = 7.0,
-) -> SamplerOutput:
+def ddrm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 1,
+         generator: torch.Generator, callback: Callback | None = None, eta: float = 0.85, eta_b: float = 1.0,
+         rho: float = 7.0) -> SamplerOutput:
     """DDRM posterior samples, shape ``(n_samples, B, *x_shape)``; one denoiser call per step.
 
     Args:
         eta: stochasticity ``eta`` of the unmeasured / less-noisy-than-y coordinates (paper: 0.85).
         eta_b: weight ``eta_b`` of ``y_bar`` in the noisier-than-y coordinates (paper: 1).
     """
-    check_pair(measurement, prior)
-    check_generator(generator)
-    check_n_samples(n_samples)
     op = require_linear(measurement, "DDRM")
     sigma_y = require_gaussian_noise(measurement, "DDRM")
     if not (0 <= eta <= 1 and 0 <= eta_b <= 1):
         raise ValueError(f"eta and eta_b must lie in [0, 1], got {eta}, {eta_b}")
-    U, S, V = operator_svd(op)
+    run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
+                callback=callback)
     y = measurement.y
-    dtype, device = y.dtype, y.device
-    U, S, V = U.to(dtype=dtype, device=device), S.to(dtype=dtype, device=device), V.to(dtype=dtype, device=device)
-    batch = measurement.batch_size
-    N = n_samples * batch
-    d, k = V.shape
-    y_bar = (y.reshape(batch, -1) @ U) / S
-    y_bar = y_bar.repeat(n_samples, 1)  # item s * B + b
+    U, S, V = (t.to(dtype=y.dtype, device=y.device) for t in operator_svd(op))
+    N, (d, k) = run.n_items, V.shape
+    y_bar = ((y.reshape(run.batch, -1) @ U) / S).repeat(n_samples, 1)  # item s * B + b
     b = sigma_y / S
-    sig = [float(s) for s in schedule(prior, steps, sigmas, rho)]
-    x = ddrm_init(y_bar, b, sig[0], V, randn((N, d), generator, dtype, device), randn((N, k), generator, dtype, device))
-    n = len(sig) - 1
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    x = ddrm_init(y_bar, b, run.sigmas[0], V, run.noise((N, d)), run.noise((N, k)))
+    for i, sigma, sigma_next in run.transitions():
         with torch.no_grad():
             x0 = prior.denoise(x.reshape(N, *prior.shape), sigma).reshape(N, d)
-        x = ddrm_step(x, x0, y_bar, b, V, sigma, sigma_next, eta=eta, eta_b=eta_b,
-                      noise_full=randn((N, d), generator, dtype, device), noise_k=randn((N, k), generator, dtype, device))
-        if callback is not None:
-            callback(StepInfo(step=i, total_steps=n, sigma=sigma, x=x.reshape(N, *prior.shape),
-                              denoised=x0.reshape(N, *prior.shape)))
-    return SamplerOutput(samples=split_samples(x.reshape(N, *prior.shape), n_samples, batch), nfe=n,
-                         diagnostics={"sigmas": torch.tensor(sig), "eta": eta, "eta_b": eta_b})
+        x = ddrm_step(x, x0, y_bar, b, V, sigma, sigma_next, eta=eta, eta_b=eta_b, noise_full=run.noise((N, d)),
+                      noise_k=run.noise((N, k)))
+        run.report(i, sigma, x.reshape(N, *prior.shape), x0.reshape(N, *prior.shape))
+    return run.output(x.reshape(N, *prior.shape), nfe=run.n_steps, eta=eta, eta_b=eta_b)
+
+
+DECLARATION = SamplerDeclaration("ddrm", ddrm, default_steps=20, needs={Need.LINEAR, Need.SVD, Need.GAUSSIAN_NOISE},
+                                 label="DDRM", demo_position=4)

@@ -22,15 +22,14 @@ noise level is not used). The norms are per sample.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-
 import torch
 
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
-from invsolve.samplers._common import check_generator, check_n_samples, check_pair, randn, replicate, split_samples
-from invsolve.samplers.edm import ddim_step, schedule
-from invsolve.samplers.output import SamplerOutput, StepInfo
+from invsolve.samplers._common import Callback, start
+from invsolve.samplers.declaration import SamplerDeclaration
+from invsolve.samplers.edm import ddim_step
+from invsolve.samplers.output import SamplerOutput
 
 
 def dps_guidance(
@@ -54,20 +53,9 @@ def dps_step(x, x0, grad_norm, sigma: float, sigma_next: float, *, zeta: float, 
     return ddim_step(x, x0, sigma, sigma_next, eta, noise) - (2.0 * zeta * c) * grad_norm
 
 
-def dps(
-    measurement: Measurement,
-    prior: Prior,
-    *,
-    steps: int | None = 1000,
-    sigmas=None,
-    n_samples: int = 1,
-    generator: torch.Generator,
-    callback: Callable[[StepInfo], None] | None = None,
-    zeta: float = 1.0,
-    eta: float = 1.0,
-    step_scaling: str = "vp",
-    rho: float = 7.0,
-) -> SamplerOutput:
+def dps(measurement: Measurement, prior: Prior, *, steps: int | None = 1000, sigmas=None, n_samples: int = 1,
+        generator: torch.Generator, callback: Callback | None = None, zeta: float = 1.0, eta: float = 1.0,
+        step_scaling: str = "vp", rho: float = 7.0) -> SamplerOutput:
     """DPS posterior samples, shape ``(n_samples, B, *x_shape)``.
 
     Args:
@@ -78,27 +66,20 @@ def dps(
 
     One denoiser call (and one backward pass) per step: ``nfe = steps``.
     """
-    check_pair(measurement, prior)
-    check_generator(generator)
-    check_n_samples(n_samples)
     if step_scaling not in ("vp", "ve"):
         raise ValueError(f"step_scaling must be 'vp' or 've', got {step_scaling!r}")
-    if not zeta >= 0:
-        raise ValueError(f"zeta must be >= 0, got {zeta}")
-    sig = [float(s) for s in schedule(prior, steps, sigmas, rho)]
-    batch = measurement.batch_size
-    meas = replicate(measurement, n_samples)
-    y = measurement.y
-    x = sig[0] * randn((n_samples * batch, *prior.shape), generator, y.dtype, y.device)
-    n = len(sig) - 1
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
-        x0, grad, norm = dps_guidance(meas, prior, x, sigma)
-        noise = randn(x.shape, generator, x.dtype, x.device) if eta > 0 and sigma_next > 0 else None
-        x = dps_step(x.detach(), x0, grad, sigma, sigma_next, zeta=zeta, eta=eta,
-                     step_scaling=step_scaling, noise=noise)
-        if callback is not None:
-            callback(StepInfo(step=i, total_steps=n, sigma=sigma, x=x, denoised=x0,
-                              extra={"residual_norm": norm}))
-    return SamplerOutput(samples=split_samples(x.detach(), n_samples, batch), nfe=n,
-                         diagnostics={"sigmas": torch.tensor(sig), "zeta": zeta, "step_scaling": step_scaling})
+    if not 0 <= zeta < math.inf:
+        raise ValueError(f"zeta must be a finite number >= 0, got {zeta}")
+    run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
+                callback=callback)
+    x = run.initial_noise()
+    for i, sigma, sigma_next in run.transitions():
+        x0, grad, norm = dps_guidance(run.measurement, prior, x, sigma)
+        noise = run.noise() if eta > 0 and sigma_next > 0 else None
+        x = dps_step(x.detach(), x0, grad, sigma, sigma_next, zeta=zeta, eta=eta, step_scaling=step_scaling,
+                     noise=noise)
+        run.report(i, sigma, x, x0, residual_norm=norm)
+    return run.output(x, nfe=run.n_steps, zeta=zeta, step_scaling=step_scaling)
+
+
+DECLARATION = SamplerDeclaration("dps", dps, default_steps=100, label="DPS", demo_position=1)

@@ -29,6 +29,7 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import check_generator, check_n_samples, check_pair, check_prior, randn, split_samples
+from invsolve.samplers.declaration import SamplerDeclaration
 from invsolve.samplers.output import SamplerOutput, StepInfo
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
@@ -226,29 +227,25 @@ def edm_sample(
                          diagnostics={"sigmas": sig, "method": method})
 
 
-def unconditional(
-    measurement: Measurement | None,
-    prior: Prior,
-    *,
-    steps: int | None = 18,
-    sigmas=None,
-    n_samples: int = 1,
-    generator: torch.Generator,
-    callback: Callable[[StepInfo], None] | None = None,
-    **hyper,
-) -> SamplerOutput:
+def unconditional(measurement: Measurement | None, prior: Prior, *, steps: int | None = 18, sigmas=None,
+                  n_samples: int = 1, generator: torch.Generator, callback: Callable[[StepInfo], None] | None = None,
+                  method: str = "heun", eta: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0,
+                  s_tmax: float = math.inf, s_noise: float = 1.0, rho: float = 7.0) -> SamplerOutput:
     """The prior as a "posterior" sampler: :func:`edm_sample` with the common signature.
 
     The measurement is ignored except for the batch size ``B``, dtype and device (``None``
     means ``B = 1``, float32, the generator's device), so samples have the shape
-    ``(n_samples, B, *x_shape)`` of every other sampler. ``hyper`` as for :func:`edm_sample`.
+    ``(n_samples, B, *x_shape)`` of every other sampler. Settings as for :func:`edm_sample`.
     """
+    where: dict = {}
+    batch = 1
     if measurement is not None:
         check_pair(measurement, prior)
-        hyper.setdefault("dtype", measurement.y.dtype)
-        hyper.setdefault("device", measurement.y.device)
+        where = {"dtype": measurement.y.dtype, "device": measurement.y.device}
         batch = measurement.batch_size
-    else:
-        batch = 1
     return edm_sample(prior, steps=steps, sigmas=sigmas, n_samples=n_samples, batch_size=batch,
-                      generator=generator, callback=callback, **hyper)
+                      generator=generator, callback=callback, method=method, eta=eta, s_churn=s_churn,
+                      s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, rho=rho, **where)
+
+
+DECLARATION = SamplerDeclaration("unconditional", unconditional, default_steps=18, label="Unconditional")

@@ -178,7 +178,7 @@ def run_fk_likelihood(
     measurement: Measurement,
     prior: Prior,
     sigmas: Sequence[float],
-    betas: Sequence[float],
+    exponents: Sequence[float],
     *,
     n_particles: int,
     generator: torch.Generator,
@@ -194,15 +194,15 @@ def run_fk_likelihood(
     callback: Callable[[StepInfo], None] | None,
     sampler: str,
 ) -> SamplerOutput:
-    """Run the particle system over ``sigmas`` (decreasing, last 0) with exponents ``betas`` (same length)."""
+    """Run the particle system over ``sigmas`` (decreasing, last 0) with exponents ``exponents`` (same length)."""
     if integrator not in INTEGRATORS:
         raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
     if predictor not in PREDICTORS:
         raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
-    if len(betas) != len(sigmas):
-        raise ValueError(f"betas must have one entry per noise level ({len(sigmas)}), got {len(betas)}")
-    if any(not 0 <= b for b in betas):
-        raise ValueError(f"likelihood exponents must be >= 0, got {list(betas)}")
+    if len(exponents) != len(sigmas):
+        raise ValueError(f"exponents must have one entry per noise level ({len(sigmas)}), got {len(exponents)}")
+    if any(not 0 <= b for b in exponents):
+        raise ValueError(f"likelihood exponents must be >= 0, got {list(exponents)}")
     if isinstance(measurement.noise, GaussianNoise) and not measurement.sigma_y > 0:
         raise ValueError(f"{sampler} weights particles by p(y | x), which needs sigma_y > 0; got {measurement.sigma_y}")
     if not data_variance >= 0:
@@ -213,7 +213,7 @@ def run_fk_likelihood(
         raise ValueError(f"need corrector_steps >= 0 and corrector_step > 0, got {corrector_steps}, {corrector_step}")
 
     spectral = None
-    if is_linear_gaussian(measurement) and (integrator == "exact" or betas[0] > 0):
+    if is_linear_gaussian(measurement) and (integrator == "exact" or exponents[0] > 0):
         try:
             spectral = SpectralLikelihood.from_measurement(measurement, sampler)
         except ValueError:
@@ -232,7 +232,7 @@ def run_fk_likelihood(
     like = ParticleLikelihood(measurement, n_particles, spectral, hutchinson_probes, generator)
     weights = ParticleWeights.uniform(n_particles, batch, device)
 
-    x, log_inc = _init_particles(prior, like, sigmas[0], betas[0], n_items, generator, dtype, device)
+    x, log_inc = _init_particles(prior, like, sigmas[0], exponents[0], n_items, generator, dtype, device)
     weights.reweight(log_inc, "init")
 
     def denoise(z: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -249,7 +249,7 @@ def run_fk_likelihood(
     n = len(sigmas) - 1
     for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        beta, beta_next = float(betas[i]), float(betas[i + 1])
+        beta, beta_next = float(exponents[i]), float(exponents[i + 1])
         denoised = denoise(x, sigma)
         nfe += 1
         if predictor == "sde":
@@ -287,7 +287,7 @@ def run_fk_likelihood(
         if callback is not None:
             callback(StepInfo(step=i, total_steps=n, sigma=sigma, x=x, denoised=denoised,
                               extra={"ess": weights.ess_trace[-1], "log_weights": weights.log_w.clone()}))
-    diagnostics = {"sigmas": torch.tensor([float(s) for s in sigmas]), "betas": torch.tensor([float(b) for b in betas]),
+    diagnostics = {"sigmas": torch.tensor([float(s) for s in sigmas]), "exponents": torch.tensor([float(b) for b in exponents]),
                    "integrator": integrator, "predictor": predictor, **weights.diagnostics()}
     return SamplerOutput(samples=split_samples(x, n_particles, batch), nfe=nfe,
                          log_weights=weights.log_w.to(dtype), diagnostics=diagnostics)

@@ -16,17 +16,18 @@ gives the tempered posterior ``p(x) p(y | x)^beta``. The time derivative of ``be
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 
 import torch
 
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
-from invsolve.samplers._common import check_generator, check_pair
+from invsolve.samplers._common import Callback, start
 from invsolve.samplers.afes import resolve_integrator
-from invsolve.samplers.edm import schedule
+from invsolve.samplers.declaration import SamplerDeclaration
 from invsolve.samplers.fk_likelihood import run_fk_likelihood
-from invsolve.samplers.output import SamplerOutput, StepInfo
+from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.particles import check_smc_options
 
 
@@ -38,43 +39,28 @@ def linear_annealing(n_levels: int, beta_final: float, warmup: float = 0.0) -> l
     return [beta_final * min(1.0, max(0.0, (k / last - warmup) / (1 - warmup))) for k in range(n_levels)]
 
 
-def fkc(
-    measurement: Measurement,
-    prior: Prior,
-    *,
-    steps: int | None = 100,
-    sigmas=None,
-    n_samples: int = 64,
-    generator: torch.Generator,
-    callback: Callable[[StepInfo], None] | None = None,
-    beta_final: float = 1.0,
-    warmup: float = 0.0,
-    betas: Sequence[float] | None = None,
-    integrator: str = "auto",
-    resampling: str = "systematic",
-    ess_threshold: float = 1.0,
-    chunk: int | None = None,
-    hutchinson_probes: int = 1,
-    data_variance: float = 1.0,
-    rho: float = 7.0,
-) -> SamplerOutput:
+def fkc(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 64,
+        generator: torch.Generator, callback: Callback | None = None, beta_final: float = 1.0, warmup: float = 0.0,
+        exponents: Sequence[float] | None = None, integrator: str = "auto", resampling: str = "systematic",
+        ess_threshold: float = 1.0, chunk: int | None = None, hutchinson_probes: int = 1,
+        data_variance: float = 1.0, rho: float = 7.0) -> SamplerOutput:
     """Weighted particles ``(n_samples, B, *x_shape)`` for ``p(x) p(y | x)^beta_final``.
 
     Args:
         beta_final: the final likelihood exponent (1 = the posterior; < 1 tempered).
         warmup: fraction of the steps run on the prior alone before the linear ramp of ``beta`` starts.
-        betas: explicit exponents, one per noise level (``steps + 1`` values), instead of the linear ramp.
+        exponents: explicit likelihood exponents ``beta_k``, one per noise level (``steps + 1`` values),
+            instead of the linear ramp.
         ess_threshold: 1.0 (default) resamples at every step, as in the authors' code.
 
     Other arguments as in :func:`invsolve.samplers.afes.afes`.
     """
-    check_pair(measurement, prior)
-    check_generator(generator)
     check_smc_options(n_samples, resampling, ess_threshold, chunk)
-    if not beta_final > 0:
-        raise ValueError(f"beta_final must be > 0, got {beta_final}")
-    sig = [float(s) for s in schedule(prior, steps, sigmas, rho)]
-    beta_seq = list(betas) if betas is not None else linear_annealing(len(sig), beta_final, warmup)
+    if not 0 < beta_final < math.inf:
+        raise ValueError(f"beta_final must be a finite number > 0, got {beta_final}")
+    sig = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples,
+                generator=generator).sigmas
+    beta_seq = list(exponents) if exponents is not None else linear_annealing(len(sig), beta_final, warmup)
     return run_fk_likelihood(
         measurement, prior, sig, beta_seq, n_particles=n_samples, generator=generator,
         integrator=resolve_integrator(integrator, measurement), predictor="sde", corrector_steps=0,
@@ -82,3 +68,6 @@ def fkc(
         hutchinson_probes=hutchinson_probes,
         data_variance=data_variance, callback=callback, sampler="FKC",
     )
+
+
+DECLARATION = SamplerDeclaration("fkc", fkc, default_steps=100, label="FKC")

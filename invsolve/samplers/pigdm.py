@@ -32,18 +32,11 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.operators.base import LinearOperator, conjugate_gradient
 from invsolve.priors.base import Prior
-from invsolve.samplers._common import (
-    check_generator,
-    check_n_samples,
-    check_pair,
-    randn,
-    replicate,
-    require_gaussian_noise,
-    require_linear,
-    split_samples,
-)
-from invsolve.samplers.edm import integrate, schedule
-from invsolve.samplers.output import SamplerOutput, StepInfo
+from invsolve._validation import positive_int
+from invsolve.samplers._common import Callback, require_gaussian_noise, require_linear, start
+from invsolve.samplers.declaration import Need, SamplerDeclaration
+from invsolve.samplers.edm import integrate
+from invsolve.samplers.output import SamplerOutput
 
 
 def pigdm_r2(sigma: float, data_variance: float) -> float:
@@ -96,27 +89,11 @@ def pigdm_denoiser(
     return denoise
 
 
-def pigdm(
-    measurement: Measurement,
-    prior: Prior,
-    *,
-    steps: int | None = 100,
-    sigmas=None,
-    n_samples: int = 1,
-    generator: torch.Generator,
-    callback: Callable[[StepInfo], None] | None = None,
-    method: str = "ddim",
-    eta: float = 1.0,
-    data_variance: float = 1.0,
-    guidance_scale: float = 1.0,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-    rho: float = 7.0,
-    cg_max_iter: int = 100,
-    cg_tol: float = 1e-6,
-) -> SamplerOutput:
+def pigdm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 1,
+          generator: torch.Generator, callback: Callback | None = None, method: str = "ddim", eta: float = 1.0,
+          data_variance: float = 1.0, guidance_scale: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0,
+          s_tmax: float = math.inf, s_noise: float = 1.0, rho: float = 7.0, cg_max_iter: int = 100,
+          cg_tol: float = 1e-6) -> SamplerOutput:
     """PiGDM posterior samples, shape ``(n_samples, B, *x_shape)``.
 
     Args:
@@ -124,25 +101,24 @@ def pigdm(
             DDIM (``method="ddim"``) with ``eta = 1``.
         data_variance: ``v`` in ``r^2 = sigma^2 v / (sigma^2 + v)`` (1 for data scaled to unit variance).
         guidance_scale: multiplies ``g`` (1 = the derivation).
-        cg_max_iter, cg_tol: conjugate gradients, for operators without a stored matrix.
+        cg_max_iter, cg_tol: conjugate gradients, for operators without a stored matrix (``cg_max_iter >= 1``).
 
     ``nfe`` counts denoiser calls (each followed by one backward pass).
     """
-    check_pair(measurement, prior)
-    check_generator(generator)
-    check_n_samples(n_samples)
     op = require_linear(measurement, "PiGDM")
     sigma_y = require_gaussian_noise(measurement, "PiGDM")
-    if not data_variance > 0:
-        raise ValueError(f"data_variance must be > 0, got {data_variance}")
-    sig = schedule(prior, steps, sigmas, rho)
-    batch = measurement.batch_size
-    meas = replicate(measurement, n_samples)
-    y = measurement.y
+    if not 0 < data_variance < math.inf:
+        raise ValueError(f"data_variance must be a finite number > 0, got {data_variance}")
+    positive_int(cg_max_iter, "cg_max_iter")
+    run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
+                callback=callback)
     solve = make_solver(op, sigma_y, cg_max_iter=cg_max_iter, cg_tol=cg_tol)
-    denoise = pigdm_denoiser(meas, prior, solve, data_variance=data_variance, guidance_scale=guidance_scale)
-    x = float(sig[0]) * randn((n_samples * batch, *prior.shape), generator, y.dtype, y.device)
-    x, nfe = integrate(denoise, x, sig, method=method, generator=generator, eta=eta, s_churn=s_churn,
-                       s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, callback=callback)
-    return SamplerOutput(samples=split_samples(x.detach(), n_samples, batch), nfe=nfe,
-                         diagnostics={"sigmas": sig, "method": method, "data_variance": data_variance})
+    denoise = pigdm_denoiser(run.measurement, prior, solve, data_variance=data_variance,
+                             guidance_scale=guidance_scale)
+    x, nfe = integrate(denoise, run.initial_noise(), run.sigmas, method=method, generator=generator,
+                       eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, callback=callback)
+    return run.output(x, nfe=nfe, method=method, data_variance=data_variance)
+
+
+DECLARATION = SamplerDeclaration("pigdm", pigdm, default_steps=50, needs={Need.LINEAR, Need.GAUSSIAN_NOISE},
+                                 label="PiGDM", demo_position=2)

@@ -50,9 +50,10 @@ from invsolve.noise import GaussianNoise
 from invsolve.operators.base import LinearOperator
 from invsolve.priors.base import Prior
 from invsolve.priors.vp import linear_beta_alphas_cumprod, vp_sigmas
-from invsolve.samplers._common import check_generator, check_n_samples, check_pair, randn, replicate, split_samples
+from invsolve.samplers._common import Callback, randn, start
+from invsolve.samplers.declaration import SamplerDeclaration
 from invsolve.samplers.edm import edm_sigmas
-from invsolve.samplers.output import SamplerOutput, StepInfo
+from invsolve.samplers.output import SamplerOutput
 
 # w(sigma) with sigma = sqrt(1 - abar) / sqrt(abar), the inverse square-root SNR (the code's "snr_inv").
 WEIGHTINGS: dict[str, Callable[[float], float]] = {
@@ -191,25 +192,11 @@ def _check_hyper(lr: float, lam: float, betas, weighting: str) -> None:
         raise ValueError(f"weighting must be one of {tuple(WEIGHTINGS)}, got {weighting!r}")
 
 
-def red_diff(
-    measurement: Measurement,
-    prior: Prior,
-    *,
-    steps: int | None = 100,
-    sigmas=None,
-    n_samples: int = 1,
-    generator: torch.Generator,
-    callback: Callable[[StepInfo], None] | None = None,
-    lr: float = 0.25,
-    lam: float = 0.25,
-    weighting: str = "inverse_snr",
-    init: str | torch.Tensor = "pseudo_inverse",
-    betas: tuple[float, float] = (0.9, 0.99),
-    data_weight: float | str = 1.0,
-    spacing: str = "vp",
-    sigma_max: float | None = None,
-    rho: float = 7.0,
-) -> SamplerOutput:
+def red_diff(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 1,
+             generator: torch.Generator, callback: Callback | None = None, lr: float = 0.25, lam: float = 0.25,
+             weighting: str = "inverse_snr", init: str | torch.Tensor = "pseudo_inverse",
+             betas: tuple[float, float] = (0.9, 0.99), data_weight: float | str = 1.0, spacing: str = "vp",
+             sigma_max: float | None = None, rho: float = 7.0) -> SamplerOutput:
     """RED-Diff estimates ``mu``, shape ``(n_samples, B, *x_shape)`` (samples differ by their noise draws).
 
     Args:
@@ -226,32 +213,30 @@ def red_diff(
     ``data_fidelity`` (``||y - A(mu)||^2 / 2`` before each step) and ``loss`` (the surrogate objective
     ``data_weight * data_fidelity + lam w(sigma) <eps_hat - eps, mu>``), both ``(steps, n_samples, B)``.
     """
-    check_pair(measurement, prior)
-    check_generator(generator)
-    check_n_samples(n_samples)
     _check_hyper(lr, lam, betas, weighting)
     dw = resolve_data_weight(measurement, data_weight)
-    sig = red_diff_sigmas(prior, steps, sigmas, spacing=spacing, sigma_max=sigma_max, rho=rho)
-    batch = measurement.batch_size
-    meas = replicate(measurement, n_samples)
+
+    def step_sigmas(prior: Prior, steps: int | None, sigmas, rho: float) -> torch.Tensor:
+        return red_diff_sigmas(prior, steps, sigmas, spacing=spacing, sigma_max=sigma_max, rho=rho)
+
+    run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
+                callback=callback, schedule=step_sigmas)
     mu = initial_mean(measurement, init, n_samples, generator)
     m, v = torch.zeros_like(mu), torch.zeros_like(mu)
     w = WEIGHTINGS[weighting]
     fidelity, losses = [], []
-    n = len(sig)
     with torch.no_grad():
-        for i, sigma in enumerate(sig.tolist()):
-            eps = randn(mu.shape, generator, mu.dtype, mu.device)
-            x0 = prior.denoise(mu + sigma * eps, sigma)
-            fid, grad = data_term(meas, mu)
+        for i, sigma in enumerate(run.sigmas):  # one noise level per step (no final level)
+            x0 = prior.denoise(mu + sigma * run.noise(mu.shape), sigma)
+            fid, grad = data_term(run.measurement, mu)
             reg = regularizer_grad(mu, x0, sigma, lam * w(sigma))
             fidelity.append(fid)
             losses.append(dw * fid + (reg * mu).reshape(mu.shape[0], -1).sum(dim=1))
             mu, m, v = adam_step(mu, grad.mul_(dw).add_(reg), m, v, i + 1, lr=lr, betas=tuple(betas))
-            if callback is not None:
-                callback(StepInfo(step=i, total_steps=n, sigma=sigma, x=mu, denoised=x0,
-                                  extra={"data_fidelity": fid}))
-    shape = (n, n_samples, batch)
-    return SamplerOutput(samples=split_samples(mu, n_samples, batch), nfe=n, diagnostics={
-        "sigmas": sig, "data_fidelity": torch.stack(fidelity).reshape(shape),
-        "loss": torch.stack(losses).reshape(shape), "lr": lr, "lam": lam, "weighting": weighting, "data_weight": dw})
+            run.report(i, sigma, mu, x0, data_fidelity=fid)
+    shape = (len(run.sigmas), n_samples, run.batch)
+    return run.output(mu, nfe=len(run.sigmas), data_fidelity=torch.stack(fidelity).reshape(shape),
+                      loss=torch.stack(losses).reshape(shape), lr=lr, lam=lam, weighting=weighting, data_weight=dw)
+
+
+DECLARATION = SamplerDeclaration("red-diff", red_diff, default_steps=100, label="RED-Diff", demo_position=3)

@@ -21,17 +21,15 @@ twist only decides how many particles that takes. Needs Gaussian noise (any diff
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-
 import torch
 
 from invsolve.measurement import Measurement
 from invsolve.noise import GaussianNoise
 from invsolve.priors.base import Prior
-from invsolve.samplers._common import check_generator, check_pair, randn, replicate, require_gaussian_noise, split_samples
-from invsolve.samplers.edm import schedule
+from invsolve.samplers._common import Callback, require_gaussian_noise, start
+from invsolve.samplers.declaration import Need, SamplerDeclaration
 from invsolve.samplers.fk_likelihood import reverse_kernel
-from invsolve.samplers.output import SamplerOutput, StepInfo
+from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.particles import ParticleWeights, check_smc_options, gather_particles
 
 
@@ -40,11 +38,11 @@ def twist(measurement: Measurement, prior: Prior, x: torch.Tensor, sigma: float,
     """``(D(x), log p~(y | x), grad_x log p~(y | x))``, evaluated ``chunk`` particles at a time."""
     outs = []
     step = chunk or x.shape[0]
-    for start in range(0, x.shape[0], step):
+    for first in range(0, x.shape[0], step):
         with torch.enable_grad():
-            xc = x[start:start + step].detach().requires_grad_(True)
+            xc = x[first:first + step].detach().requires_grad_(True)
             d = prior.denoise(xc, sigma)
-            y = measurement.y if measurement.batch_size == 1 else measurement.y[start:start + step]
+            y = measurement.y if measurement.batch_size == 1 else measurement.y[first:first + step]
             # in float64: the log-weights are differences of large sums
             log_twist = GaussianNoise(math.sqrt(variance)).log_likelihood(y.double(), measurement.operator.A(d).double())
             (grad,) = torch.autograd.grad(log_twist.sum(), xc)
@@ -52,47 +50,30 @@ def twist(measurement: Measurement, prior: Prior, x: torch.Tensor, sigma: float,
     return tuple(torch.cat(parts, dim=0) for parts in zip(*outs))
 
 
-def tds(
-    measurement: Measurement,
-    prior: Prior,
-    *,
-    steps: int | None = 100,
-    sigmas=None,
-    n_samples: int = 64,
-    generator: torch.Generator,
-    callback: Callable[[StepInfo], None] | None = None,
-    data_variance: float = 1.0,
-    resampling: str = "systematic",
-    ess_threshold: float = 0.5,
-    chunk: int | None = None,
-    rho: float = 7.0,
-) -> SamplerOutput:
+def tds(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 64,
+        generator: torch.Generator, callback: Callback | None = None, data_variance: float = 1.0,
+        resampling: str = "systematic", ess_threshold: float = 0.5, chunk: int | None = None,
+        rho: float = 7.0) -> SamplerOutput:
     """Weighted particles ``(n_samples, B, *x_shape)`` with ``log_weights``; ``nfe = steps`` (each with a backward pass).
 
     Args:
         data_variance: ``c`` in the twist variance ``r_k`` and in the reverse kernel's variance (> 0).
         resampling / ess_threshold / chunk: as in :func:`invsolve.samplers.afes.afes`.
     """
-    check_pair(measurement, prior)
-    check_generator(generator)
     check_smc_options(n_samples, resampling, ess_threshold, chunk)
     sigma_y = require_gaussian_noise(measurement, "TDS")
     if not sigma_y > 0:
         raise ValueError(f"TDS weights the last step by p(y | x_0), which needs sigma_y > 0; got {sigma_y}")
-    if not data_variance > 0:
-        raise ValueError(f"data_variance must be > 0, got {data_variance}")
-    sig = [float(s) for s in schedule(prior, steps, sigmas, rho)]
-    batch = measurement.batch_size
-    meas = replicate(measurement, n_samples)
-    y = measurement.y
-    n_items = n_samples * batch
-    weights = ParticleWeights.uniform(n_samples, batch, y.device)
-    x = sig[0] * randn((n_items, *prior.shape), generator, y.dtype, y.device)
+    if not 0 < data_variance < math.inf:
+        raise ValueError(f"data_variance must be a finite number > 0, got {data_variance}")
+    run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
+                callback=callback)
+    meas, y, n_items = run.measurement, measurement.y, run.n_items
+    weights = ParticleWeights.uniform(n_samples, run.batch, y.device)
+    x = run.initial_noise()
     log_prev = torch.zeros(n_items, dtype=torch.float64, device=y.device)  # log p~ at the previous particle
     log_proposal_ratio = torch.zeros_like(log_prev)  # log p(x | x_prev) - log q(x | x_prev)
-    n = len(sig) - 1
-    for i in range(n):
-        sigma, sigma_next = sig[i], sig[i + 1]
+    for i, sigma, sigma_next in run.transitions():
         variance = sigma_y**2 + data_variance * sigma**2 / (data_variance + sigma**2)
         denoised, log_twist, grad = twist(meas, prior, x, sigma, variance, chunk)
         weights.reweight(log_twist - log_prev + log_proposal_ratio, i)
@@ -101,20 +82,19 @@ def tds(
             x, denoised, log_twist, grad = (gather_particles(t, idx) for t in (x, denoised, log_twist, grad))
         m, v = reverse_kernel(x, denoised, sigma, sigma_next, data_variance)
         shift = (sigma**2 - sigma_next**2) * grad
-        noise = randn(x.shape, generator, x.dtype, x.device)
-        x_new = m + shift + math.sqrt(v) * noise
+        x_new = m + shift + math.sqrt(v) * run.noise()
         # log N(x_new; m, v) - log N(x_new; m + shift, v) = (|x_new - m - shift|^2 - |x_new - m|^2) / (2 v)
         a = (x_new - m - shift).reshape(n_items, -1).double()
         b = (x_new - m).reshape(n_items, -1).double()
         log_proposal_ratio = (a.square().sum(1) - b.square().sum(1)) / (2 * v)
         log_prev = log_twist
         x = x_new
-        if callback is not None:
-            callback(StepInfo(step=i, total_steps=n, sigma=sigma, x=x, denoised=denoised,
-                              extra={"ess": weights.ess_trace[-1], "log_weights": weights.log_w.clone()}))
+        run.report(i, sigma, x, denoised, ess=weights.ess_trace[-1], log_weights=weights.log_w.clone())
     with torch.no_grad():
         final = meas.log_likelihood(x).double()
     weights.reweight(final - log_prev + log_proposal_ratio, "final")
-    diagnostics = {"sigmas": torch.tensor(sig), "data_variance": data_variance, **weights.diagnostics()}
-    return SamplerOutput(samples=split_samples(x, n_samples, batch), nfe=n,
-                         log_weights=weights.log_w.to(y.dtype), diagnostics=diagnostics)
+    return run.output(x, nfe=run.n_steps, log_weights=weights.log_w.to(y.dtype), data_variance=data_variance,
+                      **weights.diagnostics())
+
+
+DECLARATION = SamplerDeclaration("tds", tds, default_steps=100, needs={Need.GAUSSIAN_NOISE}, label="TDS")

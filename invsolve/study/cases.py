@@ -17,15 +17,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from invsolve.pipeline.catalogue import OperatorSpec
 from invsolve.pipeline.items import ItemRef, list_items
-from invsolve.pipeline.operator_specs import OperatorSpec
-from invsolve.pipeline.sampler_specs import MethodSpec
+from invsolve.pipeline.methods import MethodSpec, goes_with
+from invsolve.pipeline.seeds import noise_seed, sampler_seed
 from invsolve.study.config import PriorSpec, StudyConfig
-
-
-def hashed_seed(*parts: object) -> int:
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:7], "little")  # < 2**56: a valid torch seed
 
 
 @dataclass(frozen=True)
@@ -56,17 +52,16 @@ class Case:
 
     @property
     def noise_seed(self) -> int:
-        return hashed_seed("noise", self.item.name, self.item.volume, self.operator.text, self.seed)
+        return noise_seed(self.item.name, self.item.volume, self.operator.text, self.seed)
 
     @property
     def sampler_seed(self) -> int:
-        return hashed_seed("sampler", self.item.name, self.item.volume, self.run_key)
+        return sampler_seed(self.item.name, self.item.volume, self.run_key)
 
 
 def pairs_with(operator: OperatorSpec, method: MethodSpec) -> bool:
-    """Active masks go with the ``ads`` sampler only, and ``ads`` with active masks only."""
-    is_active = operator.kind == "mri" and operator["mask"] == "active"
-    return is_active == (method.name == "ads")
+    """Active masks go with samplers that choose the mask only, and those samplers with active masks only."""
+    return goes_with(operator.is_active, False, method)
 
 
 def enumerate_cases(config: StudyConfig) -> list[Case]:

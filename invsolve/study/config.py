@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from invsolve.pipeline.operator_specs import OperatorSpec, parse_operator_spec
-from invsolve.pipeline.sampler_specs import MethodSpec, parse_method_spec
+from invsolve.pipeline.catalogue import OperatorSpec, parse_operator_spec
+from invsolve.pipeline.methods import MethodSpec, parse_method_spec
+from invsolve.samplers.declaration import Need, declarations
 
 DATASET_KINDS = ("phantoms", "shepp-logan", "nifti", "fastmri", "images")
 _DATASET_FIELDS = {
@@ -163,7 +164,7 @@ def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None)
     samplers = []
     for s in _as_list(raw.get("samplers"), "samplers"):
         spec = parse_method_spec(s)
-        if steps is not None and spec.name not in ("baseline", "tv"):
+        if steps is not None and not spec.is_classical:
             spec = MethodSpec(spec.name, steps, spec.samples, spec.hyper)
         samplers.append(spec)
     seeds = (seed,) if seed is not None else tuple(_seed(s) for s in _as_list(raw.get("seeds", [0]), "seeds"))
@@ -172,15 +173,18 @@ def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None)
     labels = [s.label for s in samplers]
     if len(set(labels)) != len(labels):
         raise ValueError(f"study config: the samplers list repeats a method with the same settings: {labels}")
-    if any(s.name == "mbir3d" for s in samplers):
-        raise ValueError("study config: mbir3d reconstructs whole volumes, not the slices a study runs; "
-                         "use `invsolve reconstruct VOLUME.nii.gz --sampler mbir3d`")
-    active = [o for o in operators if o.kind == "mri" and o["mask"] == "active"]
-    has_ads = any(s.name == "ads" for s in samplers)
-    if active and not has_ads:
-        raise ValueError("study config: an operator with mask=active needs the 'ads' sampler (it picks the mask)")
-    if has_ads and not active:
-        raise ValueError("study config: the 'ads' sampler needs an mri operator with mask=active")
+    volume_methods = [s.name for s in samplers if Need.VOLUME in s.needs]
+    if volume_methods:
+        raise ValueError(f"study config: {', '.join(volume_methods)} reconstructs whole volumes, not the slices a "
+                         f"study runs; use `invsolve reconstruct VOLUME.nii.gz --sampler {volume_methods[0]}`")
+    choosers = " or ".join(repr(n) for n, d in declarations().items() if Need.ACTIVE in d.needs)
+    has_active_sampler = any(Need.ACTIVE in s.needs for s in samplers)
+    has_active_operator = any(o.is_active for o in operators)
+    if has_active_operator and not has_active_sampler:
+        raise ValueError(f"study config: an operator with mask=active needs the {choosers} sampler (it picks the mask)")
+    if has_active_sampler and not has_active_operator:
+        names = [s.name for s in samplers if Need.ACTIVE in s.needs]
+        raise ValueError(f"study config: the {names[0]!r} sampler needs an mri operator with mask=active")
     dataset = _dataset(raw.get("dataset"))
     if dataset.kind == "fastmri" and any(o.kind != "mri" for o in operators):
         raise ValueError("study config: fastMRI data hold k-space, so every operator must be 'mri', got "

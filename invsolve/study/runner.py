@@ -35,11 +35,10 @@ import torch
 
 from invsolve._atomic import atomic_path, write_text_atomic
 from invsolve.metrics import nmse, psnr, ssim
-from invsolve.pipeline.items import load_image, load_kspace
-from invsolve.pipeline.problems import Problem, kspace_problem, simulated_problem
-from invsolve.pipeline.sampler_specs import run_method
+from invsolve.pipeline.methods import run_method
+from invsolve.pipeline.problems import Problem, ProblemCache, item_problem
 from invsolve.study.cases import Case, enumerate_cases, shard
-from invsolve.study.config import PriorSpec, StudyConfig, load_config
+from invsolve.study.config import DatasetSpec, PriorSpec, StudyConfig, load_config
 from invsolve.study.distributed import Workers, join
 
 #: Entries the runner creates (and removes on ``overwrite``); nothing else in the folder is touched.
@@ -103,39 +102,36 @@ def prepare_output(out: Path, config: StudyConfig, *, overwrite: bool, n_cases: 
     write_text_atomic(manifest_path, json.dumps(manifest, indent=2))
 
 
-class CaseRunner:
-    """Runs cases, keeping the last prior, item and problem loaded (consecutive cases share them)."""
+def load_prior(spec: PriorSpec, device: torch.device):
+    """The shipped default prior, or a prior file written by ``invsolve train-prior``."""
+    from invsolve.priors.default import load_default_prior
+    from invsolve.priors.edm import EDMPrior
 
-    def __init__(self, config: StudyConfig, device: torch.device) -> None:
-        self.config, self.device = config, device
+    return load_default_prior(device) if spec.path is None else EDMPrior.from_checkpoint(spec.path, device=device)
+
+
+class CaseRunner:
+    """Runs cases, keeping the priors, the last problem and the setups it shares (consecutive cases share them)."""
+
+    def __init__(self, dataset: DatasetSpec, device: torch.device) -> None:
+        self.dataset, self.device = dataset, device
         self._priors: dict[PriorSpec, Any] = {}
         self._problem: tuple[tuple, Problem, dict] | None = None
+        self._cache = ProblemCache()
 
     def prior(self, spec: PriorSpec):
         if spec not in self._priors:
-            from invsolve.priors.default import load_default_prior
-            from invsolve.priors.edm import EDMPrior
-
-            self._priors[spec] = (load_default_prior(self.device) if spec.path is None
-                                  else EDMPrior.from_checkpoint(spec.path, device=self.device))
+            self._priors[spec] = load_prior(spec, self.device)
         return self._priors[spec]
 
     def problem(self, case: Case, size: int) -> tuple[Problem, dict]:
         key = (case.problem_key, size)
         if self._problem is None or self._problem[0] != key:
-            dataset = self.config.dataset
-            resize = dataset.get("resize", "none")
-            if case.item.kind == "fastmri":
-                data = load_kspace(case.item, size, resize)
-                problem = kspace_problem(data, case.operator, mask_seed=case.mask_seed, device=self.device)
-                geometry = {"original_shape": [size, size], "window": [0.0, 1.0],
-                            "challenge": "multicoil" if data.multicoil else "singlecoil"}
-            else:
-                image = load_image(case.item, size, resize, plane=dataset.get("plane", "axial"),
-                                   percentiles=tuple(dataset.get("percentiles", (0.5, 99.5))))
-                problem = simulated_problem(image.truth, case.operator, mask_seed=case.mask_seed,
-                                            noise_seed=case.noise_seed, device=self.device)
-                geometry = {"original_shape": list(image.original_shape), "window": list(image.window)}
+            dataset = self.dataset
+            problem, geometry = item_problem(
+                case.item, case.operator, size, mask_seed=case.mask_seed, noise_seed=case.noise_seed,
+                device=self.device, resize=dataset.get("resize", "none"), plane=dataset.get("plane", "axial"),
+                percentiles=tuple(dataset.get("percentiles", (0.5, 99.5))), cache=self._cache)
             self._problem = (key, problem, geometry)
         return self._problem[1], self._problem[2]
 
@@ -143,7 +139,7 @@ class CaseRunner:
         prior = self.prior(case.prior)
         problem, geometry = self.problem(case, prior.shape[-1])
         generator = torch.Generator(device=self.device).manual_seed(case.sampler_seed)
-        result = run_method(case.method, problem, prior, generator=generator)
+        result = run_method(case.method, problem, prior, generator=generator, prior_name=case.prior.name)
         truth = problem.truth[0, 0].detach().cpu().double()
         mean = result.mean[0, 0].detach().cpu().double()
         std = result.std[0, 0].detach().cpu().double()
@@ -154,15 +150,21 @@ class CaseRunner:
             "operator_spec": case.operator.text, "prior": case.prior.name, "method": case.method.label,
             "sampler": case.method.name, "seed": case.seed, "mask_seed": case.mask_seed,
             "noise_seed": case.noise_seed, "sampler_seed": case.sampler_seed,
-            "psnr": psnr(truth, mean), "ssim": ssim(truth, mean), "nmse": nmse(truth, mean),
-            "mean_std": float(std.mean()), "nfe": result.nfe, "seconds": round(result.seconds, 3),
+            **scores(truth, mean), "mean_std": float(std.mean()), "nfe": result.nfe,
+            "seconds": round(result.seconds, 3),
             "scale": problem.scale, **{k: float(v) for k, v in problem.info.items()}, **geometry,
             **{k: v for k, v in result.diagnostics.items() if k in ("acquisition_order", "selection_seconds",
                                                                "measurement_update_seconds")},
+            **({"settings_source": result.settings_source} if result.settings_source else {}),
         }
         arrays = {name: (a * problem.scale).float().numpy() for name, a in
                   (("mean", mean), ("std", std), ("truth", truth))}
         return record, arrays
+
+
+def scores(truth, image) -> dict[str, float]:
+    """PSNR, SSIM and NMSE of ``image`` against ``truth`` as fastMRI defines them."""
+    return {"psnr": psnr(truth, image), "ssim": ssim(truth, image), "nmse": nmse(truth, image)}
 
 
 def _log(path: Path, event: dict) -> None:
@@ -207,7 +209,7 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, overwrit
         workers.barrier()
         (out / "logs").mkdir(exist_ok=True)
         log = out / "logs" / f"rank{workers.rank}.jsonl"
-        runner, ran, skipped = CaseRunner(config, dev), 0, 0
+        runner, ran, skipped = CaseRunner(config.dataset, dev), 0, 0
         mine = shard(cases, workers.rank, workers.world_size)
         bar = tqdm(mine, desc=f"study (rank {workers.rank})" if workers.world_size > 1 else "study",
                    disable=not progress, position=workers.rank)

@@ -9,7 +9,11 @@ measure, ``(B, K, D)`` real, which is what active samplers compare across partic
 :class:`ActiveMeasurement` holds the data a scanner would return for every candidate
 (``y_full``, noisy) and reveals the selected part as an ordinary :class:`~invsolve.Measurement`:
 retrospective undersampling of fully sampled data, the setting of fastMRI studies and of Nolan et
-al. (TMLR 2025).
+al. (TMLR 2025). It may also carry the ``budget``: how many candidates an active sampler acquires beyond
+``initial``.
+
+This module sits beside the likelihood (it builds :class:`~invsolve.Measurement` objects), not among the
+operators, which know no noise model or measurement.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class ColumnAcquisition:
             raise ValueError(f"img_size must be (H, W), got {img_size!r}")
         self.coil_maps, self.dtype, self.device = coil_maps, dtype, torch.device(device)
         self.n_candidates = self.img_size[1]
+        self.x_shape = (1, *self.img_size)
         self.full = self.operator(torch.ones(self.n_candidates, dtype=torch.bool))
 
     def mask(self, selected: torch.Tensor) -> torch.Tensor:
@@ -56,14 +61,17 @@ class ColumnAcquisition:
         h, w = self.img_size
         return _selection(selected, w).to(self.dtype).expand(h, w).clone()
 
-    def operator(self, selected: torch.Tensor) -> LinearOperator:
+    def mri(self, selected: torch.Tensor) -> SingleCoilMRI | MultiCoilMRI:
+        """The MRI operator on complex images ``(B, 2, H, W)`` that measures the selected columns."""
         mask = self.mask(selected).to(self.device)
         kw = {"dtype": self.dtype, "device": self.device}
         if self.coil_maps is None:
-            mri = SingleCoilMRI(mask, self.img_size, **kw)
-        else:
-            mri = MultiCoilMRI(mask, self.coil_maps.to(self.device), self.img_size, **kw)
-        return mri @ RealToComplex((1, *self.img_size), **kw)
+            return SingleCoilMRI(mask, self.img_size, **kw)
+        return MultiCoilMRI(mask, self.coil_maps.to(self.device), self.img_size, **kw)
+
+    def operator(self, selected: torch.Tensor) -> LinearOperator:
+        """The operator on real images ``(B, 1, H, W)``: :meth:`mri` after ``RealToComplex``."""
+        return self.mri(selected) @ RealToComplex((1, *self.img_size), dtype=self.dtype, device=self.device)
 
     def values(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` -> ``(B, W, D)``: each column's full k-space samples."""
@@ -86,6 +94,7 @@ class PixelAcquisition:
             raise ValueError(f"shape must be (C, H, W), got {shape!r}")
         self.dtype, self.device = dtype, torch.device(device)
         self.n_candidates = self.shape[1] * self.shape[2]
+        self.x_shape = self.shape
 
     def mask(self, selected: torch.Tensor) -> torch.Tensor:
         c, h, w = self.shape
@@ -117,9 +126,15 @@ class ActiveMeasurement:
     y_full: torch.Tensor
     noise: NoiseModel
     initial: torch.Tensor
+    budget: int | None = None
 
     def __post_init__(self) -> None:
         _selection(self.initial, self.acquisition.n_candidates)
+        available = int((~self.initial).sum())
+        if self.budget is not None and (isinstance(self.budget, bool) or not isinstance(self.budget, int)
+                                        or not 0 <= self.budget <= available):
+            raise ValueError(f"budget must be an integer in [0, {available}] (candidates not yet acquired), "
+                             f"got {self.budget!r}")
         expected = (1, *self.acquisition_operator_y_shape())
         if tuple(self.y_full.shape) != expected:
             raise ValueError(f"y_full must have shape {expected}, got {tuple(self.y_full.shape)}")
@@ -127,15 +142,20 @@ class ActiveMeasurement:
     def acquisition_operator_y_shape(self) -> tuple[int, ...]:
         return tuple(self.acquisition.operator(self.initial).y_shape)
 
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """The shape of one image the acquisition measures."""
+        return self.acquisition.x_shape
+
     def measurement(self, selected: torch.Tensor) -> Measurement:
         op = self.acquisition.operator(selected)
         return Measurement(op, self.noise, self.acquisition.restrict(self.y_full, selected))
 
     @classmethod
     def simulate(cls, acquisition: Acquisition, truth: torch.Tensor, noise: NoiseModel, initial: torch.Tensor,
-                 generator: torch.Generator) -> ActiveMeasurement:
+                 generator: torch.Generator, budget: int | None = None) -> ActiveMeasurement:
         """Noisy data of ``truth (1, ...)`` for every candidate (what a full scan would return)."""
         full = acquisition.operator(torch.ones(acquisition.n_candidates, dtype=torch.bool))
         with torch.no_grad():
             y_full = noise.sample(full.A(truth), generator)
-        return cls(acquisition, y_full, noise, initial)
+        return cls(acquisition, y_full, noise, initial, budget)

@@ -1,0 +1,85 @@
+"""The one table of tuned sampler settings, keyed by sampler x problem kind x prior, with a recorded fallback.
+
+Every entry says where it was measured. A run asks :func:`tuned_settings` and records its ``source``: an
+exact match, or which fallback served it (the default prior's settings for another prior, the settings shared
+by every kind, or the sampler's own defaults). Nothing ever fails for a combination never tuned.
+
+Sources: DPS ``zeta`` and RED-Diff ``lr`` / ``lam`` from ``experiments/tune_samplers.py``
+(``experiments/results/sampler_tuning.md``) on the tuning phantoms of the default prior; DPS on CT wants a larger
+step at the demo's 100 steps than at 1000 (0.05: +2 dB over 0.02 on the tuning phantoms at 100 steps);
+PiGDM and DDRM settings from the demo's tuning on its five tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+#: The kind of an entry that serves every problem kind without its own entry.
+ANY_KIND = "*"
+DEFAULT_PRIOR = "default"
+_SAMPLER_TUNING = "experiments/tune_samplers.py (experiments/results/sampler_tuning.md)"
+_DEMO_TUNING = "the demo's tuning on its five tasks (CT 8/16 views, MRI 4x/8x, inpainting 50%)"
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """Settings measured for ``sampler`` on problems of ``kind`` with ``prior``, up to ``max_steps`` steps."""
+
+    sampler: str
+    kind: str
+    settings: Mapping[str, Any]
+    tuned_on: str
+    prior: str = DEFAULT_PRIOR
+    max_steps: int | None = None
+    source: str = _SAMPLER_TUNING
+
+
+TUNED: tuple[Tuned, ...] = (
+    Tuned("dps", "ct", {"zeta": 0.05}, "ct:views=8 and ct:views=16 at 100 steps", max_steps=200),
+    Tuned("dps", "ct", {"zeta": 0.02}, "ct:views=8 and ct:views=16 at 1000 steps"),
+    Tuned("dps", "sr", {"zeta": 3.0}, "sr:factor=4"),
+    Tuned("dps", ANY_KIND, {"zeta": 1.0}, "mri:acceleration=4|8, inpainting:fraction=0.5, blur:sigma=1.5"),
+    Tuned("ads", ANY_KIND, {"zeta": 1.0}, "DPS's step on mri:acceleration=4|8 (ADS guides its particles by DPS)"),
+    Tuned("pigdm", ANY_KIND, {"data_variance": 0.16, "cg_max_iter": 30}, _DEMO_TUNING, source=_DEMO_TUNING),
+    Tuned("ddrm", ANY_KIND, {"eta": 1.0}, _DEMO_TUNING, source=_DEMO_TUNING),
+    Tuned("red-diff", "ct", {"lr": 0.02, "lam": 16.0}, "ct:views=8 and ct:views=16"),
+    Tuned("red-diff", "mri", {"lr": 0.02, "lam": 0.1}, "mri:acceleration=4 and 8"),
+    Tuned("red-diff", "inpainting", {"lr": 0.02, "lam": 0.03}, "inpainting:fraction=0.5"),
+    # the CG pseudo-inverse amplifies the noise of a deblurring problem: start from the adjoint
+    Tuned("red-diff", "blur", {"lr": 0.02, "lam": 0.03, "init": "adjoint"}, "blur:sigma=1.5"),
+    Tuned("red-diff", "sr", {"lr": 0.02, "lam": 0.03}, "sr:factor=4"),
+)
+
+
+@dataclass(frozen=True)
+class TunedLookup:
+    """The settings a run uses and where they come from (recorded with the run)."""
+
+    settings: dict[str, Any]
+    source: str
+
+
+def _matches(entry: Tuned, sampler: str, kind: str, prior: str, steps: int) -> bool:
+    return (entry.sampler == sampler and entry.kind == kind and entry.prior == prior
+            and (entry.max_steps is None or steps <= entry.max_steps))
+
+
+def tuned_settings(sampler: str, kind: str, prior: str, steps: int, *,
+                   table: tuple[Tuned, ...] = TUNED) -> TunedLookup:
+    """The settings for ``sampler`` on a problem of ``kind`` with ``prior`` at ``steps`` steps.
+
+    Search order (the first hit wins, entries in table order): this kind and prior; this kind and the default
+    prior; any kind and this prior; any kind and the default prior; else no settings (the sampler's defaults).
+    """
+    attempts = ((kind, prior, "tuned for this kind and prior"),
+                (kind, DEFAULT_PRIOR, f"fallback: tuned for the default prior, used for prior {prior!r}"),
+                (ANY_KIND, prior, f"shared across kinds, used for kind {kind!r}"),
+                (ANY_KIND, DEFAULT_PRIOR, f"fallback: shared across kinds for the default prior, used for kind "
+                                          f"{kind!r} and prior {prior!r}"))
+    for want_kind, want_prior, how in attempts:
+        for entry in table:
+            if _matches(entry, sampler, want_kind, want_prior, steps):
+                return TunedLookup(dict(entry.settings), f"{how} (on {entry.tuned_on}; {entry.source})")
+    return TunedLookup({}, f"fallback: never tuned for {sampler!r} on kind {kind!r}: the sampler's own defaults")
