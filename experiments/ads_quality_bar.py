@@ -83,7 +83,7 @@ def tune(args) -> dict:
     datasets = {"phantoms": {"kind": "phantoms", "seed": 3, "count": args.tune_items}}
     if args.tune_fastmri:
         datasets["fastmri"] = {"kind": "fastmri", "path": args.tune_fastmri, "max_items": args.tune_items}
-    from invsolve.pipeline.sampler_specs import parse_method_spec
+    from invsolve.pipeline.methods import parse_method_spec
 
     index = {parse_method_spec(_ads(v, args)).label: i for i, v in enumerate(VARIANTS)}
     scores: dict[int, list[float]] = defaultdict(list)

@@ -48,7 +48,7 @@ from invsolve import GaussianNoise, Measurement
 from invsolve._atomic import write_text_atomic
 from invsolve.baselines import tv_reconstruct
 from invsolve.datasets import random_ellipsoids
-from invsolve.demo import RED_DIFF_SETTINGS
+from invsolve.pipeline.tuned import tuned_settings
 from invsolve.metrics import psnr, ssim
 from invsolve.operators import (ParallelBeamCT3D, RealToComplex, SingleCoilMRI, fastmri_mask, limited_angle_angles,
                                 poisson_disc_mask, sparse_view_angles)
@@ -57,7 +57,7 @@ from invsolve.priors import SliceStackPrior, load_default_prior
 from invsolve.priors.edm import EDMPrior
 from invsolve.samplers import mbir3d, red_diff
 from invsolve.samplers.mbir3d import admm_tv_step
-from invsolve.tasks import _magnitude
+from invsolve.pipeline.catalogue import magnitude
 
 PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}
 HELD_OUT_SEEDS = 100  # volumes 100, 101, ...: never used for training or tuning
@@ -90,7 +90,7 @@ def _mri(mask_for: Callable[[int, int], torch.Tensor]):
     def build(depth: int, seed: int):
         mri = SingleCoilMRI(mask_for(depth, seed), (depth, SIZE, SIZE))
         op = mri @ RealToComplex((1, depth, SIZE, SIZE))
-        return op, lambda y: _magnitude(mri.zero_filled(y))
+        return op, lambda y: magnitude(mri.zero_filled(y))
     return build
 
 
@@ -105,10 +105,10 @@ def _kz_ky_mask(depth: int, seed: int) -> torch.Tensor:
 
 
 PROBLEMS = {
-    "ct-sparse": Problem(_ct(sparse_view_angles(8)), "FBP", RED_DIFF_SETTINGS["CT 8 views"]),
-    "ct-limited": Problem(_ct(limited_angle_angles(30, 90.0)), "FBP", RED_DIFF_SETTINGS["CT 8 views"]),
-    "mri-2d-mask": Problem(_mri(_column_mask), "zero-filled", RED_DIFF_SETTINGS["MRI 8x"]),
-    "mri-3d-mask": Problem(_mri(_kz_ky_mask), "zero-filled", RED_DIFF_SETTINGS["MRI 8x"]),
+    "ct-sparse": Problem(_ct(sparse_view_angles(8)), "FBP", tuned_settings("red-diff", "ct", "default", 100).settings),
+    "ct-limited": Problem(_ct(limited_angle_angles(30, 90.0)), "FBP", tuned_settings("red-diff", "ct", "default", 100).settings),
+    "mri-2d-mask": Problem(_mri(_column_mask), "zero-filled", tuned_settings("red-diff", "mri", "default", 100).settings),
+    "mri-3d-mask": Problem(_mri(_kz_ky_mask), "zero-filled", tuned_settings("red-diff", "mri", "default", 100).settings),
 }
 MBIR3D = {"lam": 1e-3, "rho": 2e-2, "cg_iterations": 5, "admm_iterations": 2}  # the sampler's defaults
 IN_PLANE_TV = {"lam_xy": 4e-4, "admm_iterations": 4}  # "DiffusionMBIR + in-plane TV" (tuning volume, ct-sparse)

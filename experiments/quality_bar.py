@@ -9,7 +9,7 @@ Run one or more tasks (each writes ``<out-dir>/<task>.json``), then build the ta
 Phantoms: items ``0..n-1`` of ``EllipsePhantoms(64, seed=EVALUATION_SEED)``, never seen in training
 (seed 0) or in tuning TV (``TV_TUNING_SEED``) and the samplers (``SAMPLER_TUNING_SEED``). Each
 method's output is clipped to ``[0, 1]`` and scored by PSNR / SSIM (fastMRI definitions). DPS
-draws one posterior sample per phantom (``zeta`` from ``invsolve.demo.DPS_ZETA``). The table gives
+draws one posterior sample per phantom (``zeta`` from the tuned table, :mod:`invsolve.pipeline.tuned`). The table gives
 mean +- a 95% t-interval over phantoms, and the paired differences DPS - baseline and DPS - TV
 with their 95% t-intervals.
 """
@@ -26,7 +26,7 @@ import torch
 
 from invsolve._atomic import write_text_atomic
 from invsolve.baselines import tv_reconstruct
-from invsolve.demo import DPS_ZETA
+from invsolve.pipeline.tuned import tuned_settings
 from invsolve.measurement import Measurement
 from invsolve.metrics import format_interval, psnr, ssim
 from invsolve.priors.default import load_default_prior
@@ -56,7 +56,7 @@ def run_task(task, prior, truth: torch.Tensor, *, dps_steps: int, ddrm_steps: in
             task.baseline_name: lambda: task.baseline(y),
             "TV": lambda: tv_reconstruct(task.operator, y, task.tv_weight, iterations=300, nonnegative=True),
             "DPS": lambda: dps(meas, prior, steps=dps_steps, generator=torch.Generator().manual_seed(start),
-                               zeta=DPS_ZETA[task.name]).samples[0],
+                               zeta=tuned_settings("dps", task.kind, "default", dps_steps).settings["zeta"]).samples[0],
         }
         if ddrm_steps > 0:
             methods["DDRM"] = lambda: ddrm(meas, prior, steps=ddrm_steps,
@@ -69,7 +69,7 @@ def run_task(task, prior, truth: torch.Tensor, *, dps_steps: int, ddrm_steps: in
             print(f"{task.name} [{start}:{start + len(ref)}] {method}: "
                   f"{statistics.mean(scores[method]['psnr'][-len(ref):]):.2f} dB", flush=True)
     return {"task": task.name, "baseline": task.baseline_name, "n": len(truth), "sigma_y": meas_all.sigma_y,
-            "dps_steps": dps_steps, "dps_zeta": DPS_ZETA[task.name], "ddrm_steps": ddrm_steps,
+            "dps_steps": dps_steps, "dps_zeta": tuned_settings("dps", task.kind, "default", dps_steps).settings["zeta"], "ddrm_steps": ddrm_steps,
             "tv_weight": task.tv_weight, "scores": scores, "seconds": seconds,
             "threads": torch.get_num_threads()}
 

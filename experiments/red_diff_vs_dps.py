@@ -5,8 +5,8 @@
 Per task (all seven of :mod:`invsolve.tasks`), on ``--phantoms`` held-out phantoms (evaluation
 stream) measured with 1% noise, one batch:
 
-* RED-Diff with ``--steps`` steps (NFE = steps; settings ``invsolve.demo.RED_DIFF_SETTINGS``);
-* DPS with the same number of steps (equal NFE; ``zeta`` from ``invsolve.demo.DEMO_DPS_ZETA``, tuned at 100 steps);
+* RED-Diff with ``--steps`` steps (NFE = steps; settings from the tuned table, :mod:`invsolve.pipeline.tuned`);
+* DPS with the same number of steps (equal NFE; ``zeta`` from the tuned table at 100 steps);
 * DPS with as many steps as fit in RED-Diff's measured wall time on this batch (equal wall time),
   from DPS's measured time per step.
 
@@ -22,7 +22,7 @@ import time
 import torch
 
 from invsolve._atomic import write_text_atomic
-from invsolve.demo import DEMO_DPS_ZETA, RED_DIFF_SETTINGS
+from invsolve.pipeline.tuned import tuned_settings
 from invsolve.metrics import format_interval, psnr, ssim
 from invsolve.priors.default import load_default_prior
 from invsolve.samplers import dps, red_diff
@@ -55,12 +55,12 @@ def main() -> None:
     for task in standard_tasks(size, EVALUATION_SEED, names=names):
         meas = task.measure(truth, torch.Generator().manual_seed(EVALUATION_SEED))
         rd, t_rd = timed(lambda: red_diff(meas, prior, steps=args.steps, generator=torch.Generator().manual_seed(0),
-                                          **RED_DIFF_SETTINGS[task.name]))
+                                          **tuned_settings("red-diff", task.kind, "default", 100).settings))
         d1, t_d1 = timed(lambda: dps(meas, prior, steps=args.steps, generator=torch.Generator().manual_seed(0),
-                                     zeta=DEMO_DPS_ZETA[task.name]))
+                                     zeta=tuned_settings("dps", task.kind, "default", 100).settings["zeta"]))
         eq_steps = max(2, round(args.steps * t_rd / t_d1))
         d2, t_d2 = timed(lambda: dps(meas, prior, steps=eq_steps, generator=torch.Generator().manual_seed(0),
-                                     zeta=DEMO_DPS_ZETA[task.name]))
+                                     zeta=tuned_settings("dps", task.kind, "default", 100).settings["zeta"]))
         base_p, _ = scores(truth, task.baseline(meas.y))
         for label, est, steps, seconds in (("RED-Diff", rd, args.steps, t_rd), ("DPS, equal NFE", d1, args.steps, t_d1),
                                            ("DPS, equal wall time", d2, eq_steps, t_d2)):

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from invsolve._atomic import write_text_atomic
-from invsolve.demo import DEMO_DPS_ZETA
+from invsolve.pipeline.tuned import tuned_settings
 from invsolve.metrics import iid_interval_coverage, interval_coverage, psnr, ssim
 from invsolve.priors.default import load_default_prior
 from invsolve.samplers import afes, dps, weighted_moments
@@ -104,7 +104,7 @@ def main() -> None:
                     extra = {"min_ess": float(out.diagnostics["ess"].min()), "nfe": out.nfe}
                 else:
                     out = dps(meas, prior, steps=args.steps, n_samples=args.dps_samples,
-                              zeta=DEMO_DPS_ZETA[task.name], generator=torch.Generator().manual_seed(3000 + i))
+                              zeta=tuned_settings("dps", task.kind, "default", 100).settings["zeta"], generator=torch.Generator().manual_seed(3000 + i))
                     weights = torch.full((args.dps_samples,), 1.0 / args.dps_samples, dtype=torch.float64)
                     extra = {"nfe": out.nfe}
                 wall = time.perf_counter() - t0

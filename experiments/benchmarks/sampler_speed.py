@@ -21,14 +21,14 @@ import time
 import torch
 
 from invsolve._atomic import write_text_atomic
-from invsolve.demo import DPS_ZETA
+from invsolve.pipeline.tuned import tuned_settings
 from invsolve.priors.default import load_default_prior
 from invsolve.samplers import ddrm, dps, pigdm, red_diff
 from invsolve.tasks import SAMPLER_TUNING_SEED, phantoms, standard_tasks
 
 SAMPLERS = {
     "RED-Diff": lambda m, p, t, steps, g: red_diff(m, p, steps=steps, generator=g, lr=0.02, lam=0.25),
-    "DPS": lambda m, p, t, steps, g: dps(m, p, steps=steps, generator=g, zeta=DPS_ZETA[t.name]),
+    "DPS": lambda m, p, t, steps, g: dps(m, p, steps=steps, generator=g, zeta=tuned_settings("dps", t.kind, "default", 1000).settings["zeta"]),
     "PiGDM": lambda m, p, t, steps, g: pigdm(m, p, steps=steps, generator=g, data_variance=0.16, cg_max_iter=30),
     "DDRM": lambda m, p, t, steps, g: ddrm(m, p, steps=steps, generator=g, eta=1.0),
 }
