@@ -110,7 +110,7 @@ PROBLEMS = {
     "mri-2d-mask": Problem(_mri(_column_mask), "zero-filled", tuned_settings("red-diff", "mri", "default", 100).settings),
     "mri-3d-mask": Problem(_mri(_kz_ky_mask), "zero-filled", tuned_settings("red-diff", "mri", "default", 100).settings),
 }
-MBIR3D = {"lam": 1e-3, "rho": 2e-2, "cg_iterations": 5, "admm_iterations": 2}  # the sampler's defaults
+MBIR3D = {"lam": 1e-3, "admm_rho": 2e-2, "cg_iterations": 5, "admm_iterations": 2}  # the sampler's defaults
 IN_PLANE_TV = {"lam_xy": 4e-4, "admm_iterations": 4}  # "DiffusionMBIR + in-plane TV" (tuning volume, ct-sparse)
 MBIR_GRID = [{"lam": lam, "lam_xy": lam_xy} for lam in (1e-4, 3e-4, 1e-3) for lam_xy in (2e-4, 4e-4)]  # --tune-mbir
 RED_DIFF_STEPS = 100
@@ -167,7 +167,7 @@ def anisotropic_tv(meas: Measurement, lam_z: float, lam_xy: float, norm: float, 
     x = torch.zeros(1, *op.x_shape)
     z = u = torch.zeros(3, *x.shape)
     for _ in range(iterations):
-        x, z, u = admm_tv_step(x, z, u, op, meas.y, weights=weights, rho=MBIR3D["rho"] * norm2,
+        x, z, u = admm_tv_step(x, z, u, op, meas.y, weights=weights, admm_rho=MBIR3D["admm_rho"] * norm2,
                                cg_iterations=MBIR3D["cg_iterations"])
     return x
 
