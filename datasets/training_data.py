@@ -1,9 +1,11 @@
 """Training data for diffusion priors: map-style torch Datasets of 2D images ``(C, H, W)``.
 
-Four sources, all returning float32 tensors of shape ``(C, size, size)``:
+Five sources, all returning float32 tensors of shape ``(C, size, size)``:
 
 * :class:`EllipsePhantoms` - seeded random 2D ellipse phantoms, values in ``[0, 1]``, ``C = 1``.
 * :class:`EllipsoidSlices` - 2D slices of seeded random 3D ellipsoid phantoms, ``[0, 1]``, ``C = 1``.
+* :class:`~invsolve.datasets.brain.BrainSlices` - the training split of the seeded brain-image stream made from
+  nilearn's MNI152 templates (:mod:`invsolve.datasets.brain`), ``[0, 1]``, ``C = 1``.
 * :class:`NiftiSlices` - 2D slices of a folder of NIfTI volumes (nibabel), ``[0, 1]``, ``C = 1``.
 * :class:`FastMRISlices` - slices of fastMRI HDF5 files (h5py): magnitude (``C = 1``, ``[0, 1]``) or
   complex as (real, imag) channels (``C = 2``, magnitude ``<= 1`` up to outliers).
@@ -46,7 +48,7 @@ from invsolve.datasets.ellipsoids import random_ellipsoids, volume_slice
 from invsolve.datasets.phantoms import random_ellipses
 from invsolve.operators.fourier import ifft2c
 
-SOURCES: tuple[str, ...] = ("ellipses", "ellipsoids", "nifti", "fastmri")
+SOURCES: tuple[str, ...] = ("ellipses", "ellipsoids", "brain", "nifti", "fastmri")
 _MAX_SEED = 2**31
 _MAX_LENGTH = 2**32
 
@@ -388,7 +390,8 @@ def build_training_data(source: str, size: int, *, seed: int = 0, path: str | No
     """One of the sources by name (the names used by configs and the CLI).
 
     Args:
-        source: ``"ellipses"``, ``"ellipsoids"``, ``"nifti"`` or ``"fastmri"``.
+        source: ``"ellipses"``, ``"ellipsoids"``, ``"brain"`` (the training split of
+            :class:`~invsolve.datasets.brain.BrainSlices`), ``"nifti"`` or ``"fastmri"``.
         size: image side length.
         seed: seed of procedural sources (ignored for files).
         path: folder or file for ``"nifti"`` and ``"fastmri"``.
@@ -398,6 +401,10 @@ def build_training_data(source: str, size: int, *, seed: int = 0, path: str | No
         return EllipsePhantoms(size, seed=seed, **options)
     if source == "ellipsoids":
         return EllipsoidSlices(size, seed=seed, **options)
+    if source == "brain":
+        from invsolve.datasets.brain import BrainSlices
+
+        return BrainSlices(size, split="train", seed=seed, **options)
     if source in ("nifti", "fastmri"):
         if path is None:
             raise ValueError(f"source {source!r} needs a path (a folder or file)")

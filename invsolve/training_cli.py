@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from invsolve.datasets.training_data import SOURCES
 from invsolve.training import TrainConfig, TrainResult, TrainStep, train
 
 
@@ -20,7 +21,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--out", required=True, help="output folder (checkpoint, prior, loss log)")
     parser.add_argument("--config", help="JSON or YAML file with TrainConfig fields; command-line options override it")
     parser.add_argument(
-        "--source", choices=("ellipses", "ellipsoids", "nifti", "fastmri"), help=f"data source (default: {d.source})"
+        "--source", choices=SOURCES, help=f"data source (default: {d.source})"
     )
     parser.add_argument("--data-path", help="folder or file for --source nifti/fastmri")
     parser.add_argument(

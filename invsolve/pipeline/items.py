@@ -86,6 +86,9 @@ def list_items(dataset) -> list[ItemRef]:
 
         seed = dataset.get("seed", EVALUATION_SEED)
         items = [ItemRef(kind, f"phantom-s{seed}-{i:04d}", 0) for i in range(dataset.get("count", 20))]
+    elif kind == "brain":
+        split, seed = dataset.get("split", "heldout"), dataset.get("seed", 0)
+        items = [ItemRef(kind, f"brain-{split}-s{seed}-{i:04d}", 0) for i in range(dataset.get("count", 20))]
     elif kind == "shepp-logan":
         items = [ItemRef(kind, "shepp-logan", 0)]
     elif kind == "images":
@@ -196,6 +199,14 @@ def load_image(ref: ItemRef, size: int, resize: str = "none", *, plane: str = "a
 
         seed, index = ref.group.split("-")[1:]
         image = phantoms(int(seed[1:]), 1, size, start=int(index))[0, 0]
+    elif ref.kind == "brain":
+        from invsolve.datasets.brain import BrainSlices, BrainTemplates
+
+        _, split, seed, index = ref.group.split("-")
+        cache = volumes if volumes is not None else {}
+        templates = cache.setdefault("brain-templates", None) or BrainTemplates()
+        cache["brain-templates"] = templates
+        image = BrainSlices(size, split=split, seed=int(seed[1:]), templates=templates)[int(index)][0]
     elif ref.kind == "shepp-logan":
         from invsolve.datasets import shepp_logan
 
@@ -208,7 +219,8 @@ def load_image(ref: ItemRef, size: int, resize: str = "none", *, plane: str = "a
         if cached is None:
             cached = _nifti_volume(*key)
             if volumes is not None:
-                volumes.clear()
+                for old in [k for k in volumes if isinstance(k, tuple)]:
+                    del volumes[old]  # one NIfTI volume at a time
                 volumes[key] = cached
         volume, window, axis = cached
         from invsolve.datasets.nifti import to_slices

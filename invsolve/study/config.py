@@ -3,7 +3,7 @@
 ```yaml
 name: knee-4x                      # optional, used in titles
 dataset:
-  kind: fastmri                    # phantoms | shepp-logan | nifti | fastmri | images
+  kind: fastmri                    # phantoms | brain | shepp-logan | nifti | fastmri | images
   path: /data/multicoil_val        # nifti / fastmri / images: a folder or one file
   slices: all                      # all | middle | [0, 3, 7] | {start: 0, stop: 20, step: 2}
   resize: none                     # none | prior: how data of another resolution meet the prior
@@ -17,7 +17,8 @@ figures: true                      # one PNG per case (truth, mean, std, error) 
 ```
 
 Phantom datasets take ``count``, ``seed`` (the stream; default the held-out evaluation stream)
-and ``size`` (default: the prior's); NIfTI datasets ``volume`` (index or ``all`` for 4D files),
+and ``size`` (default: the prior's); brain datasets (:mod:`invsolve.datasets.brain`) ``count``, ``seed`` and
+``split`` (``heldout``, the default, or ``tuning``); NIfTI datasets ``volume`` (index or ``all`` for 4D files),
 ``plane`` (axial, coronal, sagittal) and ``percentiles`` (intensity window mapped to [0, 1]).
 Every field is checked here, before any case runs; a mistake names the field.
 """
@@ -35,9 +36,10 @@ from invsolve.pipeline.catalogue import OperatorSpec, parse_operator_spec
 from invsolve.pipeline.methods import MethodSpec, parse_method_spec
 from invsolve.samplers.declaration import Need, declarations
 
-DATASET_KINDS = ("phantoms", "shepp-logan", "nifti", "fastmri", "images")
+DATASET_KINDS = ("phantoms", "brain", "shepp-logan", "nifti", "fastmri", "images")
 _DATASET_FIELDS = {
     "phantoms": {"count", "seed", "size"},
+    "brain": {"count", "seed", "split"},
     "shepp-logan": {"size"},
     "nifti": {"path", "slices", "volume", "plane", "resize", "percentiles", "max_items"},
     "fastmri": {"path", "slices", "resize", "max_items"},
@@ -123,6 +125,15 @@ def _dataset(raw: Any) -> DatasetSpec:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"study config: dataset.{key} must be a positive integer, got {value!r}")
     _check_slices(options.get("slices", "all"))
+    if kind == "brain":
+        from invsolve.datasets.brain import SPLITS
+
+        if options.get("split", "heldout") not in SPLITS[1:]:
+            raise ValueError(f"study config: dataset.split must be 'heldout' or 'tuning' (training images are not "
+                             f"for evaluation), got {options.get('split')!r}")
+        seed = options.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+            raise ValueError(f"study config: dataset.seed must be an integer in [0, 2**31), got {seed!r}")
     return DatasetSpec(kind, tuple(sorted(options.items())))
 
 

@@ -1,0 +1,91 @@
+"""The brain data source: nilearn's MNI152 templates turned into a seeded stream, offline, with disjoint splits."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+
+from invsolve.datasets.brain import (
+    HELDOUT_Z_MIN,
+    PLANES,
+    TRAIN_Z_MAX,
+    BrainSlices,
+    BrainTemplates,
+    brain_slice,
+    real_subject_paths,
+)
+from invsolve.datasets.training_data import build_training_data
+
+
+@pytest.fixture(scope="module")
+def templates():
+    real = socket.socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the brain templates must load without any network access")
+
+    socket.socket = no_network
+    try:
+        yield BrainTemplates()
+    finally:
+        socket.socket = real
+
+
+def test_templates_are_the_mni152_maps(templates):
+    assert tuple(templates.maps.shape) == (4, 189, 233, 197)  # (T1, GM, WM, CSF) x (Z, Y, X)
+    assert float(templates.maps.min()) >= 0 and float(templates.maps.max()) <= 1
+
+
+def test_the_splits_are_disjoint_by_construction(templates):
+    train, heldout = templates.for_split("train")[0], templates.for_split("heldout")[0]
+    assert not train[:, TRAIN_Z_MAX:].any() and train[:, :TRAIN_Z_MAX].any()
+    assert not heldout[:, :HELDOUT_Z_MIN].any() and heldout[:, HELDOUT_Z_MIN:].any()
+    assert TRAIN_Z_MAX < HELDOUT_Z_MIN
+    streams = {split: BrainSlices(16, split=split, seed=0, templates=templates) for split in ("train", "tuning")}
+    assert not torch.equal(streams["train"][0], streams["tuning"][0])
+
+
+def test_the_stream_is_seeded_and_in_range(templates):
+    data = BrainSlices(32, split="train", seed=3, templates=templates)
+    a, b = data[7], data[7]
+    assert torch.equal(a, b) and tuple(a.shape) == (1, 32, 32) and a.dtype == torch.float32
+    assert not torch.equal(a, data[8])
+    assert not torch.equal(a, BrainSlices(32, split="train", seed=4, templates=templates)[7])
+    batch = torch.stack([data[i] for i in range(8)])
+    assert torch.isfinite(batch).all() and float(batch.min()) >= 0 and float(batch.max()) <= 1
+    assert float((batch > 0.05).float().mean()) > 0.1  # anatomy, not an empty field of view
+
+
+@pytest.mark.parametrize("plane", PLANES)
+def test_every_plane_and_contrast_gives_an_image(templates, plane):
+    for contrast in ("t1", "t2", "pd", "random"):
+        image = brain_slice(templates, torch.Generator().manual_seed(0), 16, plane=plane, contrast=contrast)
+        assert image.max() == 1.0
+
+
+def test_bad_arguments_are_refused(templates):
+    with pytest.raises(ValueError, match="split"):
+        BrainSlices(16, split="test", templates=templates)
+    with pytest.raises(ValueError, match="plane"):
+        brain_slice(templates, torch.Generator(), 16, plane="oblique")
+    with pytest.raises(TypeError, match="generator"):
+        brain_slice(templates, None, 16)
+
+
+def test_training_source_and_real_subjects():
+    assert isinstance(build_training_data("brain", 16, seed=0), BrainSlices)
+    assert all(p.is_file() for p in real_subject_paths())
+
+
+def test_a_study_runs_on_held_out_brains(tmp_path):
+    from invsolve.study import parse_config, run_study
+
+    config = parse_config({"dataset": {"kind": "brain", "count": 2}, "operators": ["ct:views=8"],
+                           "samplers": ["baseline"], "figures": False})
+    report = run_study(config, tmp_path / "study", progress=False)
+    assert report.n_cases == 2 and all(r["psnr"] > 5 for r in report.rows)
+    with pytest.raises(ValueError, match="dataset.split"):
+        parse_config({"dataset": {"kind": "brain", "split": "train"}, "operators": ["ct:views=8"],
+                      "samplers": ["baseline"]})
