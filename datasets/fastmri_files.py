@@ -364,23 +364,32 @@ def synthesize_fastmri_volume(
 
 def write_synthetic_dataset(
     folder: PathLike, *, n_volumes: int, n_slices: int, size: int, n_coils: int | None, seed: int,
-    noise_level: float = 0.01, scale: float = 1e-4, overwrite: bool = False,
+    noise_level: float = 0.01, scale: float = 1e-4, overwrite: bool = False, source: str = "ellipses",
 ) -> list[Path]:
-    """``n_volumes`` synthetic fastMRI files ``file{seed}{v:03d}.h5`` in ``folder``; returns their paths.
+    """``n_volumes`` synthetic fastMRI files ``file{seed}{v:03d}.h5`` (``brain{seed}{v:03d}.h5`` for brains) in
+    ``folder``; returns their paths.
 
-    Slice ``s`` of volume ``v`` is item ``v * n_slices + s`` of
-    ``EllipsePhantoms(size, seed=seed)`` (the stream of :func:`invsolve.tasks.phantoms`): every
-    slice is an independent phantom, consecutive slices are not anatomically related. The noise
-    of volume ``v`` has its own generator (seeded from ``(seed, v)``). Multi-coil files (with
-    ``reconstruction_rss``) when ``n_coils`` is an int, single-coil (``reconstruction_esc``) for None.
+    Slice ``s`` of volume ``v`` is item ``v * n_slices + s`` of ``EllipsePhantoms(size, seed=seed)`` (the stream of
+    :func:`invsolve.tasks.phantoms`) or, with ``source="brain"``, of the held-out brain stream
+    ``BrainSlices(size, split="heldout", seed=seed)`` (:mod:`invsolve.datasets.brain`): every slice is an
+    independent image, consecutive slices are not anatomically related. The noise of volume ``v`` has its own
+    generator (seeded from ``(seed, v)``). Multi-coil files (with ``reconstruction_rss``) when ``n_coils`` is an
+    int, single-coil (``reconstruction_esc``) for None.
     """
     from invsolve.datasets.training_data import EllipsePhantoms
 
     for name, v in (("n_volumes", n_volumes), ("n_slices", n_slices)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    data = EllipsePhantoms(size, seed=seed)
-    paths = [Path(folder) / f"file{seed}{v:03d}.h5" for v in range(n_volumes)]
+    if source == "brain":
+        from invsolve.datasets.brain import BrainSlices
+
+        data, stem = BrainSlices(size, split="heldout", seed=seed), "brain"
+    elif source == "ellipses":
+        data, stem = EllipsePhantoms(size, seed=seed), "file"
+    else:
+        raise ValueError(f"source must be 'ellipses' or 'brain', got {source!r}")
+    paths = [Path(folder) / f"{stem}{seed}{v:03d}.h5" for v in range(n_volumes)]
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist(s); pass overwrite=True to replace")

@@ -22,7 +22,8 @@ def _demo(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"output folder {out} exists and is not empty; pass --overwrite to replace its files")
     report = run_demo(out, device=args.device, seed=args.seed, n_samples=args.samples, steps=args.steps,
-                      samplers=_names(args.samplers), tasks=_names(args.tasks), progress=not args.quiet)
+                      samplers=_names(args.samplers), tasks=_names(args.tasks), data=args.data,
+                      progress=not args.quiet)
     print(report.markdown)
     print("figures: " + ", ".join(str(p) for p in report.figures) + f"\ntable: {report.table}")
     return 0
@@ -151,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", default=None,
                       help="comma-separated subset of: CT 8 views, CT 16 views, MRI 4x, MRI 8x, Inpainting 50%% "
                       "(default: all)")
+    demo.add_argument("--data", default="ellipses", choices=("ellipses", "brain"),
+                      help="held-out image: a random-ellipse phantom (default prior) or a brain slice of the MNI152 "
+                      "band never used in training (brain prior) (default: ellipses)")
     demo.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
@@ -188,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a sampler setting (repeatable), e.g. --set lam_xy=4e-4 for mbir3d or --set zeta=0.5 for dps")
     rec.add_argument("--seed", type=int, default=0, help="seeds the mask, the noise and the sampler (default: 0)")
     rec.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    rec.add_argument("--prior", default=None, help="prior file from train-prior (default: the shipped prior)")
+    rec.add_argument("--prior", default=None,
+                     help="a shipped prior by name (default, brain, ellipsoid_slice) or a prior file from train-prior "
+                     "(default: the shipped default prior)")
     rec.add_argument("--resize", action="store_true",
                      help="allow data of another resolution than the prior's: pad to square and resample "
                      "(fastMRI: crop to the header's reconstruction size and low-pass k-space), then map back")

@@ -28,6 +28,10 @@ from invsolve.study.runner import scores
 from invsolve.tasks import EVALUATION_SEED, NOISE_LEVEL, TASK_NAMES, phantoms, standard_tasks
 
 
+#: The demo's data and the shipped prior each uses.
+DEMO_DATA = {"ellipses": "default", "brain": "brain"}
+
+
 @dataclass
 class DemoReport:
     rows: list[dict] = field(default_factory=list)
@@ -62,6 +66,7 @@ def run_demo(
     samplers: Sequence[str] | None = None,
     tasks: Sequence[str] | None = None,
     prior: Prior | None = None,
+    data: str = "ellipses",
     progress: bool = True,
 ) -> DemoReport:
     """Run every task and method and write the figures and tables into ``out_dir``.
@@ -72,7 +77,9 @@ def run_demo(
         n_samples: posterior samples per sampler (>= 2, for the posterior std).
         steps: one step count for every sampler (default: each sampler's declared default steps).
         samplers / tasks: subsets by label (``DPS``, ...) and task name (default: all).
-        prior: default: the shipped prior (:func:`invsolve.priors.default.load_default_prior`).
+        prior: default: the shipped prior of the data (``ellipses``: the default prior; ``brain``: the brain prior).
+        data: ``"ellipses"`` (a held-out random-ellipse phantom) or ``"brain"`` (a held-out brain slice of the
+            MNI152 band never used in training, :mod:`invsolve.datasets.brain`).
     """
     from tqdm.auto import tqdm
 
@@ -87,14 +94,16 @@ def run_demo(
     chosen_samplers = [d for d in available if d.label in labels]
     task_names = tuple(tasks) if tasks is not None else TASK_NAMES
     dev = _resolve_device(device)
-    prior_name = "default" if prior is None else "given"
+    if data not in DEMO_DATA:
+        raise ValueError(f"data must be one of {list(DEMO_DATA)}, got {data!r}")
+    prior_name = DEMO_DATA[data] if prior is None else "given"
     if prior is None:
-        from invsolve.priors.default import load_default_prior
+        from invsolve.priors.default import load_shipped_prior
 
-        prior = load_default_prior(dev)
+        prior = load_shipped_prior(prior_name, dev)
     size = prior.shape[-1]
     lo, hi = getattr(prior, "value_range", (0.0, 1.0))
-    truth = phantoms(EVALUATION_SEED, 1, size, start=seed).to(dev)
+    truth = demo_truth(data, size, seed).to(dev)
     setups = standard_tasks(size, seed, device=dev, names=task_names)
     out_dir = Path(out_dir)
     report = DemoReport()
@@ -123,16 +132,28 @@ def run_demo(
         save_task_figure(panel, path)
         report.figures.append(path)
     bar.close()
-    report.markdown = metrics_markdown(report.rows, size=size, seed=seed, n_samples=n_samples)
+    report.markdown = metrics_markdown(report.rows, size=size, seed=seed, n_samples=n_samples, data=data)
     report.table = out_dir / "metrics.md"
     write_text_atomic(report.table, report.markdown)
     write_text_atomic(out_dir / "metrics.json", json.dumps(report.rows, indent=2))
     return report
 
 
-def metrics_markdown(rows: list[dict], *, size: int, seed: int, n_samples: int) -> str:
+def demo_truth(data: str, size: int, seed: int) -> torch.Tensor:
+    """The held-out image ``(1, 1, size, size)`` of the demo: item ``seed`` of the evaluation stream of ``data``."""
+    if data == "brain":
+        from invsolve.datasets.brain import BrainSlices
+
+        return BrainSlices(size, split="heldout", seed=0)[seed][None]
+    return phantoms(EVALUATION_SEED, 1, size, start=seed)
+
+
+def metrics_markdown(rows: list[dict], *, size: int, seed: int, n_samples: int, data: str = "ellipses") -> str:
+    what = (f"Held-out brain slice {size}x{size} (MNI152 band z >= 125, never used in training; held-out stream item "
+            f"{seed})" if data == "brain" else
+            f"Held-out random-ellipse phantom {size}x{size} (evaluation stream {EVALUATION_SEED}, item {seed})")
     lines = [
-        f"Held-out random-ellipse phantom {size}x{size} (evaluation stream {EVALUATION_SEED}, item {seed}), "
+        f"{what}, "
         f"relative noise {NOISE_LEVEL}. Samplers: PSNR/SSIM/NMSE of the posterior mean of {n_samples} samples; "
         "'std' is the mean posterior standard deviation per pixel. Every image is clipped to [0, 1] and "
         "scored as in fastMRI (data range = max of the ground truth).",

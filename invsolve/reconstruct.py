@@ -34,6 +34,7 @@ from invsolve.pipeline.catalogue import parse_operator_spec
 from invsolve.pipeline.items import IMAGE_SUFFIXES, ItemRef, list_items, restore_geometry
 from invsolve.pipeline.methods import parse_method_spec, run_method
 from invsolve.pipeline.seeds import noise_seed, sampler_seed
+from invsolve.priors.default import SHIPPED
 from invsolve.samplers.declaration import Need
 from invsolve.study.cases import Case
 from invsolve.study.config import DatasetSpec, PriorSpec
@@ -123,7 +124,8 @@ def reconstruct_file(
     if kind == "fastmri" and op_spec.kind != "mri":
         raise ValueError(f"fastMRI data hold k-space: only the 'mri' operator applies, got {op_spec.kind!r}")
     method = parse_method_spec(sampler, steps=steps, samples=samples)
-    prior_spec = PriorSpec("default") if prior is None else PriorSpec(Path(prior).stem, str(prior))
+    prior_spec = PriorSpec("default") if prior is None else (
+        PriorSpec(prior) if prior in SHIPPED else PriorSpec(Path(prior).stem, str(prior)))
     items = list_items(dataset)
     volumetric = Need.VOLUME in method.needs
     if volumetric:
@@ -150,7 +152,7 @@ def reconstruct_file(
                "nmse": nmse(stack["truth"], stack["mean"])}
     outputs = _write_outputs(kind, items, records, stack, dataset, mean_path, std_path)
     side = {"input": str(source), "outputs": [str(p) for p in outputs], "operator": op_spec.text,
-            "sampler": method.as_dict(), "prior": prior_spec.path or "default", "seed": seed, "device": device,
+            "sampler": method.as_dict(), "prior": prior_spec.path or prior_spec.name, "seed": seed, "device": device,
             "metrics_vs_reference": metrics, "reference": "fully sampled k-space" if kind == "fastmri" else "input",
             "slices": [{k: r[k] for k in ("item", "psnr", "ssim", "nmse", "mean_std", "nfe", "seconds",
                                           "noise_seed", "sampler_seed", "scale", "acquisition_order",

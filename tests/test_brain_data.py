@@ -89,3 +89,13 @@ def test_a_study_runs_on_held_out_brains(tmp_path):
     with pytest.raises(ValueError, match="dataset.split"):
         parse_config({"dataset": {"kind": "brain", "split": "train"}, "operators": ["ct:views=8"],
                       "samplers": ["baseline"]})
+
+
+def test_synthetic_fastmri_files_of_held_out_brains(tmp_path):
+    from invsolve.datasets.fastmri_files import read_fastmri, write_synthetic_dataset
+
+    (path,) = write_synthetic_dataset(tmp_path, n_volumes=1, n_slices=2, size=16, n_coils=2, seed=0, source="brain")
+    volume = read_fastmri(path)
+    assert path.name == "brain0000.h5" and volume.kspace.shape[:2] == (2, 2)
+    with pytest.raises(ValueError, match="source"):
+        write_synthetic_dataset(tmp_path, n_volumes=1, n_slices=1, size=16, n_coils=None, seed=0, source="mnist")

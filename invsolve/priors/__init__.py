@@ -1,7 +1,7 @@
 """Priors in the EDM sigma convention and adapters from other parameterizations."""
 
 from invsolve.priors.base import DenoiserPrior, Prior, sigma_like
-from invsolve.priors.default import load_default_prior, load_ellipsoid_slice_prior
+from invsolve.priors.default import load_brain_prior, load_default_prior, load_ellipsoid_slice_prior, load_shipped_prior
 from invsolve.priors.edm import EDMDenoiser, EDMPrior, build_network
 from invsolve.priors.gaussian import GaussianMixturePrior, GaussianPrior
 from invsolve.priors.loaders import load_deepinv_prior, load_diffusers_unet, load_guided_diffusion
@@ -21,9 +21,11 @@ __all__ = [
     "VPPrior",
     "build_network",
     "linear_beta_alphas_cumprod",
+    "load_brain_prior",
     "load_deepinv_prior",
     "load_default_prior",
     "load_ellipsoid_slice_prior",
+    "load_shipped_prior",
     "load_diffusers_unet",
     "load_guided_diffusion",
     "sigma_like",

@@ -1,10 +1,13 @@
-"""The priors shipped with the package, EDM priors of 64x64 phantoms on ``[0, 1]``.
+"""The priors shipped with the package, EDM priors of 64x64 images on ``[0, 1]``, by name (:data:`SHIPPED`).
 
-* The default prior: random 2D ellipse phantoms (:class:`invsolve.datasets.training_data.EllipsePhantoms`);
+* ``default``: random 2D ellipse phantoms (:class:`invsolve.datasets.training_data.EllipsePhantoms`);
   its measured denoising quality is in ``experiments/results/default_prior.md``.
-* The ellipsoid slice prior: the default prior fine-tuned on axial slices of random 3D ellipsoid
+* ``ellipsoid_slice``: the default prior fine-tuned on axial slices of random 3D ellipsoid
   volumes (:class:`invsolve.datasets.training_data.EllipsoidSlices`), the 2D prior of 3D reconstruction
   (:func:`invsolve.samplers.mbir3d`) as DiffusionMBIR trains it on the slices of training volumes.
+* ``brain``: the default prior fine-tuned on the training split of the brain stream made from nilearn's
+  MNI152 templates (:class:`invsolve.datasets.brain.BrainSlices`); measured in
+  ``experiments/results/brain_prior.md``.
 
 Both were trained by ``experiments/train_prior.py``; the exact recipe (command, data, steps, seed, wall
 time, final loss) is in the JSON file beside each weights file. Loading needs no network access.
@@ -21,6 +24,8 @@ import torch
 
 from invsolve.priors.edm import EDMPrior
 
+#: Shipped priors by name -> file stem in ``invsolve/weights`` (``STEM.pt`` and its recipe ``STEM.json``).
+SHIPPED = {"default": "default_prior", "ellipsoid_slice": "ellipsoid_slice_prior", "brain": "brain_prior"}
 WEIGHTS_FILE = "default_prior.pt"
 RECIPE_FILE = "default_prior.json"
 SLICE_WEIGHTS_FILE = "ellipsoid_slice_prior.pt"
@@ -79,3 +84,35 @@ def load_ellipsoid_slice_prior(device: str | torch.device = "cpu") -> EDMPrior:
     :func:`invsolve.datasets.random_ellipsoids`; measured in ``experiments/results/mbir3d_quality.md``.
     """
     return _load_shipped(ellipsoid_slice_prior_path(), SLICE_RECIPE_FILE, device)
+
+
+def shipped_prior_path(name: str) -> Path:
+    """Path of the shipped prior ``name`` (a key of :data:`SHIPPED`)."""
+    if name not in SHIPPED:
+        raise ValueError(f"unknown shipped prior {name!r}; choose from {list(SHIPPED)}")
+    return _weights_dir() / f"{SHIPPED[name]}.pt"
+
+
+def shipped_prior_recipe(name: str) -> dict[str, Any]:
+    """The training recipe recorded beside the shipped prior ``name``."""
+    return _recipe(shipped_prior_path(name).with_suffix(".json").name)
+
+
+def load_shipped_prior(name: str, device: str | torch.device = "cpu") -> EDMPrior:
+    """The shipped prior ``name`` (``default``, ``ellipsoid_slice``, ``brain``) on ``device``."""
+    path = shipped_prior_path(name)
+    return _load_shipped(path, path.with_suffix(".json").name, device)
+
+
+def brain_prior_path() -> Path:
+    """Path of the shipped brain prior (``invsolve/weights/brain_prior.pt``)."""
+    return shipped_prior_path("brain")
+
+
+def brain_prior_recipe() -> dict[str, Any]:
+    return shipped_prior_recipe("brain")
+
+
+def load_brain_prior(device: str | torch.device = "cpu") -> EDMPrior:
+    """The shipped brain prior, shape ``(1, 64, 64)``, values in ``[0, 1]``, on ``device`` (see the module docstring)."""
+    return load_shipped_prior("brain", device)

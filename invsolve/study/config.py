@@ -9,7 +9,7 @@ dataset:
   resize: none                     # none | prior: how data of another resolution meet the prior
   max_items: null                  # at most this many slices in total (files in sorted order)
 operators: ["mri:acceleration=4", {kind: mri, acceleration: 8}]
-priors: [default]                  # default | {path: runs/x/prior.pt, name: x}
+priors: [default]                  # default | brain | ellipsoid_slice | {path: runs/x/prior.pt, name: x}
 samplers: [baseline, {name: dps, steps: 100, samples: 4}]
 seeds: [0]
 device: cpu
@@ -50,7 +50,8 @@ _TOP_LEVEL = {"name", "dataset", "operators", "priors", "samplers", "seeds", "de
 
 @dataclass(frozen=True)
 class PriorSpec:
-    """``default`` (the shipped prior) or a prior file written by ``invsolve train-prior``."""
+    """A shipped prior by name (``path`` None: ``default``, ``brain``, ...) or a prior file written by
+    ``invsolve train-prior``."""
 
     name: str
     path: str | None = None
@@ -149,8 +150,10 @@ def _check_slices(slices: Any) -> None:
 
 
 def _prior(raw: Any) -> PriorSpec:
-    if raw == "default":
-        return PriorSpec("default")
+    from invsolve.priors.default import SHIPPED
+
+    if raw in SHIPPED:
+        return PriorSpec(raw)  # a shipped prior by name
     if isinstance(raw, str):
         return PriorSpec(Path(raw).stem, raw)
     if isinstance(raw, Mapping) and "path" in raw and set(raw) <= {"path", "name"}:

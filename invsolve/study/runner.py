@@ -103,11 +103,12 @@ def prepare_output(out: Path, config: StudyConfig, *, overwrite: bool, n_cases: 
 
 
 def load_prior(spec: PriorSpec, device: torch.device):
-    """The shipped default prior, or a prior file written by ``invsolve train-prior``."""
-    from invsolve.priors.default import load_default_prior
+    """A shipped prior by name (``spec.path`` None), or a prior file written by ``invsolve train-prior``."""
+    from invsolve.priors.default import load_shipped_prior
     from invsolve.priors.edm import EDMPrior
 
-    return load_default_prior(device) if spec.path is None else EDMPrior.from_checkpoint(spec.path, device=device)
+    return load_shipped_prior(spec.name, device) if spec.path is None else EDMPrior.from_checkpoint(spec.path,
+                                                                                                     device=device)
 
 
 class CaseRunner:
