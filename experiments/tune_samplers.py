@@ -1,11 +1,15 @@
-"""Grid-search one hyperparameter of a sampler per standard task, on phantoms used nowhere else.
+"""Grid-search one hyperparameter of a sampler (or TV's weight) per standard task, on images used nowhere else.
 
     OMP_NUM_THREADS=1 .venv/bin/python experiments/tune_samplers.py --sampler dps --param zeta \\
         --values 0.01,0.03,0.1 --steps 100 --tasks "CT 8 views" --phantoms 4
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/tune_samplers.py --data brain --sampler tv --param lam \\
+        --values 0.01,0.03,0.1 --phantoms 4
 
-Phantoms: ``EllipsePhantoms(64, seed=SAMPLER_TUNING_SEED)``; score: mean PSNR of the posterior
-mean (``--samples`` draws) clipped to the prior's value range, as the demo reports it. Appends a
-table to ``--out`` (markdown) when given. ``--fixed`` holds other hyperparameters at given values.
+Images: ``EllipsePhantoms(64, seed=SAMPLER_TUNING_SEED)`` with the default prior, or with ``--data brain`` the
+tuning split of the brain stream (``BrainSlices(split="tuning")``, disjoint from the held-out band) with the brain
+prior (``--prior`` overrides the prior file); score: mean PSNR of the posterior mean (``--samples`` draws) clipped
+to the prior's value range, as the demo reports it. Appends a table to ``--out`` (markdown) when given.
+``--fixed`` holds other hyperparameters at given values.
 """
 
 from __future__ import annotations
@@ -16,13 +20,33 @@ from pathlib import Path
 
 import torch
 
-from invsolve.metrics import psnr
-from invsolve.priors.default import load_default_prior
 from invsolve._atomic import write_text_atomic
+from invsolve.baselines import tv_reconstruct
+from invsolve.metrics import psnr
+from invsolve.priors.default import load_shipped_prior
+from invsolve.priors.edm import EDMPrior
 from invsolve.samplers import ddrm, dps, pigdm, red_diff
 from invsolve.tasks import SAMPLER_TUNING_SEED, TASK_NAMES, phantoms, standard_tasks
 
-SAMPLERS = {"dps": dps, "pigdm": pigdm, "ddrm": ddrm, "red_diff": red_diff}
+
+def _tv(meas, prior, *, steps, n_samples, generator, lam):
+    from invsolve.samplers.output import SamplerOutput
+
+    with torch.no_grad():
+        image = tv_reconstruct(meas.operator, meas.y, lam, iterations=300, nonnegative=True)
+    return SamplerOutput(samples=image[None], nfe=0)
+
+
+SAMPLERS = {"dps": dps, "pigdm": pigdm, "ddrm": ddrm, "red_diff": red_diff, "tv": _tv}
+
+
+def tuning_images(data: str, n: int, size: int) -> torch.Tensor:
+    if data == "brain":
+        from invsolve.datasets.brain import BrainSlices
+
+        stream = BrainSlices(size, split="tuning", seed=0)
+        return torch.stack([stream[i] for i in range(n)])
+    return phantoms(SAMPLER_TUNING_SEED, n, size)
 
 
 def _value(text: str) -> float | str:
@@ -43,14 +67,19 @@ def main() -> None:
     parser.add_argument("--phantoms", type=int, default=4)
     parser.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated task names")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--data", default="ellipses", choices=("ellipses", "brain"))
+    parser.add_argument("--prior", default=None, help="prior file (default: the shipped prior of --data)")
     args = parser.parse_args()
-    prior = load_default_prior()
+    prior = EDMPrior.from_checkpoint(args.prior) if args.prior else load_shipped_prior(
+        "brain" if args.data == "brain" else "default")
     lo, hi = prior.value_range
-    truth = phantoms(SAMPLER_TUNING_SEED, args.phantoms, prior.shape[-1])
+    truth = tuning_images(args.data, args.phantoms, prior.shape[-1])
     names = tuple(n.strip() for n in args.tasks.split(","))
     fixed = {k.strip(): _value(v) for k, v in (kv.split("=") for kv in args.fixed.split(",") if kv.strip())}
+    images = ("tuning brain slices (BrainSlices(split='tuning', seed=0))" if args.data == "brain"
+              else f"phantoms (seed {SAMPLER_TUNING_SEED})")
     lines = [f"\n### {args.sampler}: {args.param}{' (' + args.fixed + ')' if fixed else ''}, {args.steps} steps, {args.samples} sample(s), "
-             f"{args.phantoms} phantoms (seed {SAMPLER_TUNING_SEED})\n",
+             f"{args.phantoms} {images}, prior {args.prior or 'shipped'}\n",
              f"| task | {args.param} | mean PSNR (dB) | seconds |", "|---|---:|---:|---:|"]
     for task in standard_tasks(prior.shape[-1], seed=SAMPLER_TUNING_SEED, names=names):
         meas = task.measure(truth, torch.Generator().manual_seed(SAMPLER_TUNING_SEED))

@@ -126,7 +126,16 @@ class MethodResult:
     settings_source: str = ""
 
 
-def _classical(spec: MethodSpec, problem, start: float) -> MethodResult:
+def tv_weight(problem, prior_name: str) -> tuple[float, str]:
+    """The TV weight for ``problem``: tuned for this kind on the prior's data (``("tv", kind, prior)`` in the tuned
+    table), else the catalogue's rule for the kind (tuned on the ellipse phantoms)."""
+    tuned = tuned_settings("tv", problem.operator_kind, prior_name, 0)
+    if "lam" in tuned.settings and tuned.source.startswith("tuned for this kind and prior"):
+        return float(tuned.settings["lam"]), tuned.source
+    return problem.tv_weight, "the catalogue's TV weight rule for the kind"
+
+
+def _classical(spec: MethodSpec, problem, start: float, prior_name: str) -> MethodResult:
     from invsolve.baselines import tv_reconstruct
 
     measurement = problem.measurement
@@ -134,14 +143,18 @@ def _classical(spec: MethodSpec, problem, start: float) -> MethodResult:
         raise ValueError(f"method {spec.name!r} reconstructs from a fixed measurement; this problem is an active "
                          "acquisition (mask=active): use a sampler that chooses the mask")
     hyper = dict(spec.hyper)
+    settings, source = {}, ""
     with torch.no_grad():
         if spec.name == "baseline":
             image = problem.baseline(measurement.y)
         else:
-            image = tv_reconstruct(measurement.operator, measurement.y, hyper.get("lam", problem.tv_weight),
+            lam, source = (hyper["lam"], "given") if "lam" in hyper else tv_weight(problem, prior_name)
+            settings = {"lam": lam}
+            image = tv_reconstruct(measurement.operator, measurement.y, lam,
                                    iterations=hyper.get("iterations", 300), nonnegative=True,
                                    spatial_dims=3 if problem.truth.dim() == 5 else 2)
-    return MethodResult(image, torch.zeros_like(image), 0, time.perf_counter() - start)
+    return MethodResult(image, torch.zeros_like(image), 0, time.perf_counter() - start, settings=settings,
+                        settings_source=source)
 
 
 def run_method(spec: MethodSpec, problem, prior: Prior, *, generator: torch.Generator,
@@ -155,7 +168,7 @@ def run_method(spec: MethodSpec, problem, prior: Prior, *, generator: torch.Gene
     """
     start = time.perf_counter()
     if spec.is_classical:
-        return _classical(spec, problem, start)
+        return _classical(spec, problem, start, prior_name)
     declared = declaration(spec.name)
     steps = spec.steps or declared.default_steps
     tuned = tuned_settings(declared.name, problem.operator_kind, prior_name, steps)

@@ -1,6 +1,7 @@
 """The one table of tuned sampler settings, keyed by sampler x problem kind x prior, with a recorded fallback.
 
-Every entry says where it was measured. A run asks :func:`tuned_settings` and records its ``source``: an
+Every entry says where it was measured. Entries for ``"tv"`` hold the TV weight ``lam`` tuned on a prior's data
+domain (the catalogue's rule, tuned on ellipse phantoms, serves every other case). A run asks :func:`tuned_settings` and records its ``source``: an
 exact match, or which fallback served it (the default prior's settings for another prior, the settings shared
 by every kind, or the sampler's own defaults). Nothing ever fails for a combination never tuned.
 
