@@ -23,7 +23,8 @@ images:
   sagittal planes of a 25 mm band would be mostly background). A 5 mm gap separates it from training.
 
 Real subjects of other contrasts (nibabel's bundled EPI ``example4d.nii.gz`` and T1 ``anatomical.nii``) are the
-second held-out set: :func:`real_subject_paths`, read as NIfTI data.
+second held-out set: :func:`real_subject_paths`, read as NIfTI data. :func:`brain_volume` draws 3D volumes the
+same way.
 """
 
 from __future__ import annotations
@@ -157,6 +158,17 @@ def brain_slice(templates: BrainTemplates, generator: torch.Generator, size: int
     points = torch.zeros(n, n, 3, dtype=torch.float64)
     points[..., row_axis] = -rows if row_axis == 2 else rows  # superior at the top of coronal / sagittal images
     points[..., col_axis] = cols
+    points = points @ _random_linear(generator, row_axis, col_axis, normal, tilt).T
+    points = points + _smooth_field(generator, 3, 5, n, 2.0).permute(1, 2, 0).double()
+    sampled = _sample(templates, maps, points + torch.tensor(centre, dtype=torch.float64))[:, 0]
+    sampled = F.avg_pool2d(sampled[None], 2)[0]  # (4, size, size)
+    mix = _contrast_weights(generator, contrast)  # drawn before the bias field
+    return _contrast_image(sampled, mix, _smooth_field(generator, 1, 4, size, 0.15)[0])[None]
+
+
+def _random_linear(generator: torch.Generator, row_axis: int, col_axis: int, normal: int,
+                   tilt: float) -> torch.Tensor:
+    """Scale (with anisotropy), shear, in-plane rotation and out-of-plane tilt, ``(3, 3)``."""
     scale = _uniform(generator, 0.9, 1.1)
     stretch = _uniform(generator, 0.95, 1.05)
     shear = _uniform(generator, -0.05, 0.05)
@@ -164,20 +176,67 @@ def brain_slice(templates: BrainTemplates, generator: torch.Generator, size: int
     linear[row_axis, row_axis], linear[col_axis, col_axis] = scale * stretch, scale / stretch
     linear[row_axis, col_axis] = shear
     linear = _rotation(normal, math.radians(_uniform(generator, -15, 15))) @ linear
-    linear = _rotation(row_axis, _uniform(generator, -tilt, tilt)) @ _rotation(col_axis, _uniform(generator, -tilt, tilt)) @ linear
-    points = points @ linear.T
-    points = points + _smooth_field(generator, 3, 5, n, 2.0).permute(1, 2, 0).double()
-    points = points + torch.tensor(centre, dtype=torch.float64)
+    row_tilt = _rotation(row_axis, _uniform(generator, -tilt, tilt))
+    return row_tilt @ _rotation(col_axis, _uniform(generator, -tilt, tilt)) @ linear
+
+
+def _sample(templates: BrainTemplates, maps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """The maps (trilinear, zero outside) at voxel coordinates ``points (D, H, W, 3)`` (x, y, z): ``(4, D, H, W)``."""
     x_dim, y_dim, z_dim = templates.shape_xyz
     norm = torch.stack([2 * points[..., 0] / (x_dim - 1) - 1, 2 * points[..., 1] / (y_dim - 1) - 1,
                         2 * points[..., 2] / (z_dim - 1) - 1], dim=-1).float()
-    sampled = F.grid_sample(maps, norm[None, None], mode="bilinear", padding_mode="zeros", align_corners=True)[0, :, 0]
-    sampled = F.avg_pool2d(sampled[None], 2)[0]  # (4, size, size)
-    blend, weights = _contrast_weights(generator, contrast)
+    if norm.dim() == 3:
+        norm = norm[None]
+    return F.grid_sample(maps, norm[None], mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+
+
+def _contrast_image(sampled: torch.Tensor, mix: tuple[float, list[float]], bias: torch.Tensor) -> torch.Tensor:
+    """Tissue maps ``(4, ...)`` -> one image in ``[0, 1]`` of the contrast ``mix`` (:func:`_contrast_weights`),
+    times the bias field ``exp(bias)``."""
+    blend, weights = mix
     image = blend * sampled[0] + (1 - blend) * sum(w * sampled[k + 1] for k, w in enumerate(weights))
-    image = image * torch.exp(_smooth_field(generator, 1, 4, size, 0.15)[0])
+    image = image * torch.exp(bias)
     top = image.max()
-    return (image / top if top > 0 else image)[None].float()
+    return (image / top if top > 0 else image).float()
+
+
+def brain_volume(templates: BrainTemplates, generator: torch.Generator, size: int = 64, depth: int = 64, *,
+                 spacing: float | None = None, split: str = "train", contrast: str | None = None) -> torch.Tensor:
+    """One brain volume ``(1, depth, size, size)`` in ``[0, 1]`` (axial slices, inferior to superior).
+
+    In-plane as :func:`brain_slice` (200 mm field of view); ``spacing`` is the slice distance in mm (default: the
+    in-plane pixel size, isotropic). The slab is centred in the split's region: ``train`` / ``tuning`` volumes lie
+    below ``z = TRAIN_Z_MAX``, ``heldout`` volumes inside the band (``depth * spacing`` must fit its 64 mm; the
+    brain occupies its lower 30 mm). Affine as for slices (tilt 3 degrees), a 3D elastic field (4 x 4 x 4 grid of
+    N(0, 2 mm)), one contrast and one 3D bias field per volume.
+    """
+    require_generator(generator)
+    for name, value in (("size", size), ("depth", depth)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 4:
+            raise ValueError(f"{name} must be an integer >= 4, got {value!r}")
+    maps = templates.for_split(split)
+    spacing = float(spacing) if spacing is not None else FIELD_OF_VIEW_MM / size
+    thickness = depth * spacing
+    z_lo, z_hi = (HELDOUT_Z_MIN, templates.shape_xyz[2]) if split == "heldout" else (0, TRAIN_Z_MAX)
+    if thickness > z_hi - z_lo:
+        raise ValueError(f"depth * spacing = {thickness:g} mm does not fit the {split} region ({z_hi - z_lo} mm)")
+    contrast = contrast or CONTRASTS[int(torch.randint(len(CONTRASTS), (), generator=generator))]
+    centre = list(templates.centre)
+    centre[2] = _uniform(generator, z_lo + thickness / 2, max(z_lo + thickness / 2, min(z_hi, 150) - thickness / 2))
+    half = FIELD_OF_VIEW_MM / 2
+    ticks = torch.linspace(-half, half, 2 * size, dtype=torch.float64)
+    heights = (torch.arange(depth, dtype=torch.float64) - (depth - 1) / 2) * spacing
+    z, rows, cols = torch.meshgrid(heights, ticks, ticks, indexing="ij")
+    points = torch.stack([cols, rows, z], dim=-1)  # x right, y along rows, z up
+    points = points @ _random_linear(generator, 1, 0, 2, math.radians(3.0)).T
+    field = 2.0 * torch.randn((1, 3, 4, 4, 4), generator=generator)
+    field = F.interpolate(field, size=(depth, 2 * size, 2 * size), mode="trilinear", align_corners=True)[0]
+    points = points + field.permute(1, 2, 3, 0).double() + torch.tensor(centre, dtype=torch.float64)
+    sampled = F.avg_pool2d(_sample(templates, maps, points), 2)  # (4, depth, size, size)
+    mix = _contrast_weights(generator, contrast)
+    bias = F.interpolate(0.15 * torch.randn((1, 1, 3, 4, 4), generator=generator), size=(depth, size, size),
+                         mode="trilinear", align_corners=True)[0, 0]
+    return _contrast_image(sampled, mix, bias)[None]
 
 
 class BrainSlices(Dataset):
