@@ -8,6 +8,7 @@ is missing, of a problem that lacks each of its needs. A sampler function withou
 from __future__ import annotations
 
 import importlib
+import math
 import inspect
 import pkgutil
 
@@ -156,3 +157,18 @@ def test_unknown_settings_are_refused_before_work(name):
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['not_a_setting'\]"):
         DECLARATIONS[name].run(*problem_meeting(DECLARATIONS[name].needs), n_samples=2, generator=gen(0),
                                not_a_setting=1)
+
+
+@pytest.mark.parametrize("name", list(DECLARATIONS))
+def test_every_numeric_setting_has_a_range_checked_before_work(name):
+    decl = DECLARATIONS[name]
+    for key in decl.settings():
+        default = decl.default(key)
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric or key in decl.ranges:
+            assert key in decl.ranges, f"{name}: numeric setting {key!r} has no declared range"
+            allowed = decl.ranges[key]
+            assert default is None or allowed.admits(default), f"{name}: the default of {key} is out of its range"
+            for bad in (math.nan, allowed.low - 1, -math.inf, "abc", True):
+                with pytest.raises(ValueError, match=f"{key} must be"):
+                    decl.check_settings({key: bad})

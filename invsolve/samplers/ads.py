@@ -33,7 +33,7 @@ import torch
 from invsolve.acquisition import ActiveMeasurement
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import Callback, check_generator, check_n_samples, randn, replicate
-from invsolve.samplers.declaration import Need, SamplerDeclaration
+from invsolve.samplers.declaration import NONNEGATIVE, Need, POSITIVE, RHO, Range, SamplerDeclaration, UNIT
 from invsolve.samplers.dps import dps_guidance, dps_step
 from invsolve.samplers.edm import schedule
 from invsolve.samplers.output import SamplerOutput, StepInfo
@@ -164,4 +164,6 @@ def ads(measurement: ActiveMeasurement, prior: Prior, *, budget: int | None = No
     )
 
 
-DECLARATION = SamplerDeclaration("ads", ads, default_steps=100, needs={Need.ACTIVE}, label="ADS", min_samples=2)
+DECLARATION = SamplerDeclaration("ads", ads, default_steps=100, needs={Need.ACTIVE}, label="ADS", min_samples=2,
+                                 ranges={"budget": Range(0, 2**31, integer=True), "entropy_sigma": POSITIVE,
+                                         "zeta": NONNEGATIVE, "eta": UNIT, "rho": RHO})

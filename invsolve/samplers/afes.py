@@ -26,7 +26,7 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import Callback, start
-from invsolve.samplers.declaration import SamplerDeclaration
+from invsolve.samplers.declaration import POSITIVE, RHO, Range, SamplerDeclaration, UNIT
 from invsolve.samplers.fk_likelihood import is_linear_gaussian, run_fk_likelihood
 from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.particles import check_smc_options
@@ -83,4 +83,7 @@ def afes(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sig
     )
 
 
-DECLARATION = SamplerDeclaration("afes", afes, default_steps=100, label="AFES")
+DECLARATION = SamplerDeclaration("afes", afes, default_steps=100, label="AFES", ranges={
+    "corrector_steps": Range(0, 1000, integer=True), "corrector_step": POSITIVE, "ess_threshold": UNIT,
+    "chunk": Range(1, 2**31, integer=True), "hutchinson_probes": Range(1, 1000, integer=True),
+    "data_variance": POSITIVE, "rho": RHO})

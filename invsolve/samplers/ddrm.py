@@ -28,7 +28,7 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import Callback, require_gaussian_noise, require_linear, start
-from invsolve.samplers.declaration import Need, SamplerDeclaration
+from invsolve.samplers.declaration import Need, RHO, SamplerDeclaration, UNIT
 from invsolve.samplers.output import SamplerOutput
 
 
@@ -101,4 +101,4 @@ def ddrm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sig
 
 
 DECLARATION = SamplerDeclaration("ddrm", ddrm, default_steps=20, needs={Need.LINEAR, Need.SVD, Need.GAUSSIAN_NOISE},
-                                 label="DDRM", demo_position=4)
+                                 label="DDRM", demo_position=4, ranges={"eta": UNIT, "eta_b": UNIT, "rho": RHO})

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -86,6 +87,47 @@ def _has_need(need: Need, measurement, prior: Prior) -> bool:
     return callable(getattr(prior, "token_logits", None))  # TOKEN_PRIOR
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric setting: ``low <= value <= high`` (``open_low`` / ``open_high`` exclude the
+    ends); ``integer`` settings take ints only. Infinite values pass only when ``high`` is ``inf`` and closed."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    integer: bool = False
+    words: tuple[str, ...] = ()  # non-numeric values also accepted (e.g. data_weight="likelihood")
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        left = "(" if self.open_low else "["
+        right = ")" if self.open_high or self.high == math.inf and not self.integer else "]"
+        words = "".join(f" or {w!r}" for w in self.words)
+        return f"{kind} in {left}{self.low:g}, {self.high:g}{right}{words}"
+
+    def admits(self, value: Any) -> bool:
+        if isinstance(value, str) and value in self.words:
+            return True
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        if math.isnan(value) or (math.isinf(value) and not (value > 0 and self.high == math.inf
+                                                             and not self.open_high and not self.integer)):
+            return False
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+
+#: Ranges shared by many samplers.
+POSITIVE = Range(0, open_low=True, open_high=True)
+NONNEGATIVE = Range(0, open_high=True)
+UNIT = Range(0, 1)
+RHO = POSITIVE
+
+
 def missing_needs(needs: frozenset[Need], measurement, prior: Prior) -> list[Need]:
     """The declared needs that ``(measurement, prior)`` does not meet, in declaration order of :class:`Need`."""
     return [need for need in Need if need in needs and not _has_need(need, measurement, prior)]
@@ -106,6 +148,8 @@ class SamplerDeclaration:
         prepare: ``prepare(measurement, prior, **preparation_settings) -> prior`` for samplers whose prior
             is built from the one given (``mbir3d``: the 2D prior over the volume's slices).
         preparation_settings: the settings ``prepare`` takes (not passed to ``function``).
+        ranges: the valid values of numeric settings (:class:`Range`), checked before any work; a setting whose
+            default is ``None`` may also be given as ``None``.
     """
 
     name: str
@@ -117,6 +161,7 @@ class SamplerDeclaration:
     min_samples: int = 1
     prepare: Callable[..., Prior] | None = None
     preparation_settings: tuple[str, ...] = field(default=())
+    ranges: Mapping[str, Range] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -135,6 +180,20 @@ class SamplerDeclaration:
         unknown = sorted(k for k in settings if k not in allowed)
         if unknown:
             raise ValueError(f"sampler {self.name!r}: unknown setting(s) {unknown}; it takes {allowed}")
+        for key, value in settings.items():
+            allowed_range = self.ranges.get(key)
+            if allowed_range is None or (value is None and self.default(key) is None):
+                continue
+            if not allowed_range.admits(value):
+                raise ValueError(f"sampler {self.name!r}: {key} must be {allowed_range.describe()}, got {value!r}")
+
+    def default(self, key: str) -> Any:
+        """The default value of a setting (``None`` for preparation settings without one)."""
+        for fn in (self.function, self.prepare):
+            param = inspect.signature(fn).parameters.get(key) if fn is not None else None
+            if param is not None:
+                return param.default
+        return None
 
     def check_inputs(self, measurement, prior: Prior) -> None:
         """Refuse a problem the sampler cannot handle, naming what is missing."""

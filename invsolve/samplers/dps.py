@@ -27,7 +27,7 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import Callback, start
-from invsolve.samplers.declaration import SamplerDeclaration
+from invsolve.samplers.declaration import NONNEGATIVE, RHO, SamplerDeclaration, UNIT
 from invsolve.samplers.edm import ddim_step
 from invsolve.samplers.output import SamplerOutput
 
@@ -82,4 +82,5 @@ def dps(measurement: Measurement, prior: Prior, *, steps: int | None = 1000, sig
     return run.output(x, nfe=run.n_steps, zeta=zeta, step_scaling=step_scaling)
 
 
-DECLARATION = SamplerDeclaration("dps", dps, default_steps=100, label="DPS", demo_position=1)
+DECLARATION = SamplerDeclaration("dps", dps, default_steps=100, label="DPS", demo_position=1,
+                                 ranges={"zeta": NONNEGATIVE, "eta": UNIT, "rho": RHO})

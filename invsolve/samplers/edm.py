@@ -29,7 +29,7 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import check_generator, check_n_samples, check_pair, check_prior, randn, split_samples
-from invsolve.samplers.declaration import SamplerDeclaration
+from invsolve.samplers.declaration import NONNEGATIVE, RHO, Range, SamplerDeclaration, UNIT
 from invsolve.samplers.output import SamplerOutput, StepInfo
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
@@ -248,4 +248,6 @@ def unconditional(measurement: Measurement | None, prior: Prior, *, steps: int |
                       s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, rho=rho, **where)
 
 
-DECLARATION = SamplerDeclaration("unconditional", unconditional, default_steps=18, label="Unconditional")
+DECLARATION = SamplerDeclaration("unconditional", unconditional, default_steps=18, label="Unconditional", ranges={
+    "eta": UNIT, "s_churn": NONNEGATIVE, "s_tmin": NONNEGATIVE, "s_tmax": Range(0), "s_noise": NONNEGATIVE,
+    "rho": RHO})

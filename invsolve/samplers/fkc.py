@@ -25,7 +25,7 @@ from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import Callback, start
 from invsolve.samplers.afes import resolve_integrator
-from invsolve.samplers.declaration import SamplerDeclaration
+from invsolve.samplers.declaration import POSITIVE, RHO, Range, SamplerDeclaration, UNIT
 from invsolve.samplers.fk_likelihood import run_fk_likelihood
 from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.particles import check_smc_options
@@ -70,4 +70,7 @@ def fkc(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigm
     )
 
 
-DECLARATION = SamplerDeclaration("fkc", fkc, default_steps=100, label="FKC")
+DECLARATION = SamplerDeclaration("fkc", fkc, default_steps=100, label="FKC", ranges={
+    "beta_final": POSITIVE, "warmup": Range(0, 1, open_high=True), "ess_threshold": UNIT,
+    "chunk": Range(1, 2**31, integer=True), "hutchinson_probes": Range(1, 1000, integer=True),
+    "data_variance": POSITIVE, "rho": RHO})

@@ -34,7 +34,7 @@ from invsolve.operators.finite_difference import finite_difference, finite_diffe
 from invsolve.priors.base import Prior
 from invsolve.priors.slice_stack import SliceStackPrior
 from invsolve.samplers._common import Callback, require_linear, start
-from invsolve.samplers.declaration import Need, SamplerDeclaration
+from invsolve.samplers.declaration import NONNEGATIVE, Need, POSITIVE, RHO, Range, SamplerDeclaration, UNIT
 from invsolve.samplers.edm import ddim_step
 from invsolve.samplers.output import SamplerOutput
 
@@ -172,4 +172,9 @@ def slice_prior(measurement, prior: Prior, *, chunk: int = 12) -> SliceStackPrio
 
 
 DECLARATION = SamplerDeclaration("mbir3d", mbir3d, default_steps=100, needs={Need.VOLUME, Need.LINEAR},
-                                 label="DiffusionMBIR", prepare=slice_prior, preparation_settings=("chunk",))
+                                 label="DiffusionMBIR", prepare=slice_prior, preparation_settings=("chunk",),
+                                 ranges={"lam": NONNEGATIVE, "lam_xy": NONNEGATIVE, "admm_rho": POSITIVE,
+                                         "operator_norm": POSITIVE, "cg_iterations": Range(1, 1000, integer=True),
+                                         "admm_iterations": Range(1, 100, integer=True),
+                                         "corrector_steps": Range(0, 100, integer=True), "snr": NONNEGATIVE,
+                                         "eta": UNIT, "rho": RHO, "chunk": Range(1, 2**31, integer=True)})

@@ -34,7 +34,7 @@ from invsolve.operators.base import LinearOperator, conjugate_gradient
 from invsolve.priors.base import Prior
 from invsolve._validation import positive_int
 from invsolve.samplers._common import Callback, require_gaussian_noise, require_linear, start
-from invsolve.samplers.declaration import Need, SamplerDeclaration
+from invsolve.samplers.declaration import NONNEGATIVE, Need, POSITIVE, RHO, Range, SamplerDeclaration, UNIT
 from invsolve.samplers.edm import integrate
 from invsolve.samplers.output import SamplerOutput
 
@@ -121,4 +121,8 @@ def pigdm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, si
 
 
 DECLARATION = SamplerDeclaration("pigdm", pigdm, default_steps=50, needs={Need.LINEAR, Need.GAUSSIAN_NOISE},
-                                 label="PiGDM", demo_position=2)
+                                 label="PiGDM", demo_position=2,
+                                 ranges={"eta": UNIT, "data_variance": POSITIVE, "guidance_scale": NONNEGATIVE,
+                                         "s_churn": NONNEGATIVE, "s_tmin": NONNEGATIVE, "s_tmax": Range(0),
+                                         "s_noise": NONNEGATIVE, "rho": RHO, "cg_max_iter": Range(1, 10_000, integer=True),
+                                         "cg_tol": Range(0, 1, open_high=True)})

@@ -51,7 +51,7 @@ from invsolve.operators.base import LinearOperator
 from invsolve.priors.base import Prior
 from invsolve.priors.vp import linear_beta_alphas_cumprod, vp_sigmas
 from invsolve.samplers._common import Callback, randn, start
-from invsolve.samplers.declaration import SamplerDeclaration
+from invsolve.samplers.declaration import NONNEGATIVE, POSITIVE, RHO, Range, SamplerDeclaration
 from invsolve.samplers.edm import edm_sigmas
 from invsolve.samplers.output import SamplerOutput
 
@@ -239,4 +239,6 @@ def red_diff(measurement: Measurement, prior: Prior, *, steps: int | None = 100,
                       loss=torch.stack(losses).reshape(shape), lr=lr, lam=lam, weighting=weighting, data_weight=dw)
 
 
-DECLARATION = SamplerDeclaration("red-diff", red_diff, default_steps=100, label="RED-Diff", demo_position=3)
+DECLARATION = SamplerDeclaration("red-diff", red_diff, default_steps=100, label="RED-Diff", demo_position=3,
+                                 ranges={"lr": POSITIVE, "lam": NONNEGATIVE, "sigma_max": POSITIVE, "rho": RHO,
+                                         "data_weight": Range(0, open_low=True, open_high=True, words=("likelihood",))})

@@ -27,7 +27,7 @@ from invsolve.measurement import Measurement
 from invsolve.noise import GaussianNoise
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import Callback, require_gaussian_noise, start
-from invsolve.samplers.declaration import Need, SamplerDeclaration
+from invsolve.samplers.declaration import Need, POSITIVE, RHO, Range, SamplerDeclaration, UNIT
 from invsolve.samplers.fk_likelihood import reverse_kernel
 from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.particles import ParticleWeights, check_smc_options, gather_particles
@@ -97,4 +97,5 @@ def tds(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigm
                       **weights.diagnostics())
 
 
-DECLARATION = SamplerDeclaration("tds", tds, default_steps=100, needs={Need.GAUSSIAN_NOISE}, label="TDS")
+DECLARATION = SamplerDeclaration("tds", tds, default_steps=100, needs={Need.GAUSSIAN_NOISE}, label="TDS", ranges={
+    "data_variance": POSITIVE, "ess_threshold": UNIT, "chunk": Range(1, 2**31, integer=True), "rho": RHO})
