@@ -87,3 +87,19 @@ def require_generator(generator: object, name: str = "generator") -> torch.Gener
             f"got {type(generator).__name__}"
         )
     return generator
+
+
+def require_device(value: object, name: str = "device") -> torch.device:
+    """A torch device that exists on this machine (``cpu``, or ``cuda[:k]`` with that GPU present)."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be a torch device such as 'cpu' or 'cuda', got {value!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {value!r} was requested but CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {value!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"{name} must be 'cpu' or 'cuda[:index]', got {value!r}")
+    return device

@@ -248,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "device", None) is not None:
+            from invsolve._validation import require_device
+
+            require_device(args.device, "--device")
         return args.func(args)
     except UserError as err:
         print(f"invsolve {args.command}: error: {err}", file=sys.stderr)

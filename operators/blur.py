@@ -176,6 +176,14 @@ class Blur(ImageOperator):
         device: torch.device | str = "cpu",
     ) -> Blur:
         """Blur with :func:`gaussian_kernel` ``(sigma, size, angle)``."""
+        if size is None:  # the default kernel size, checked against the image before the kernel is made
+            _, h, w = image_shape(img_shape)
+            sigmas = _pair(sigma, "sigma")
+            if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in sigmas):
+                side = 2 * int(min(max(sigmas), 1e9) / 0.3 + 1) + 1
+                if side > max(h, w):
+                    raise ValueError(f"a Gaussian kernel of sigma {sigma!r} spans {side} pixels, larger than the "
+                                     f"image ({h}, {w}); lower sigma or give a smaller size")
         kernel = gaussian_kernel(sigma, size, angle=angle, dtype=dtype, device=device)
         return cls(img_shape, kernel, method, padding, dtype=dtype, device=device)
 

@@ -203,3 +203,22 @@ def test_missing_default_prior_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(default, "default_prior_path", lambda: tmp_path / "default_prior.pt")
     with pytest.raises(FileNotFoundError, match="default_prior.pt"):
         default.load_default_prior()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.pop("config"), r"needs the entries \['config'\]"),
+    (lambda s: s.pop("state_dict"), r"needs the entries \['state_dict'\]"),
+    (lambda s: s["config"].update(width=2**20), "exceeds the bound 1024"),
+    (lambda s: s["config"].update(width=1024, channel_mult=[16, 16, 16, 16]), "parameters, more than"),
+    (lambda s: next(iter(s["state_dict"].values())).fill_(float("nan")), "NaN/Inf"),
+])
+def test_damaged_or_hostile_prior_files_are_refused_before_a_network_is_built(tmp_path, damage, message):
+    from invsolve.priors.default import default_prior_path
+
+    state = torch.load(default_prior_path(), weights_only=True)
+    damage(state)
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=message) as err:
+        EDMPrior.from_checkpoint(path)
+    assert str(path) in str(err.value)

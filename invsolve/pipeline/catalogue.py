@@ -129,6 +129,8 @@ def parse_operator_spec(spec: str | Mapping[str, Any] | OperatorSpec) -> Operato
             key, eq, value = item.partition("=")
             if not eq:
                 raise ValueError(f"operator spec {spec!r}: expected key=value, got {item!r}")
+            if key.strip() in raw:
+                raise ValueError(f"operator spec {spec!r}: {key.strip()} is given twice")
             raw[key.strip()] = value.strip()
     elif isinstance(spec, Mapping):
         raw = dict(spec)
@@ -343,6 +345,10 @@ def _mri_image(spec: OperatorSpec, size: int, mask_seed: int, *, device, dtype, 
     maps = ops.synthetic_coil_maps(spec["coils"], (size, size)) if spec["coils"] else None
     acquisition = ColumnAcquisition((size, size), maps, dtype=dtype, device=device)
     columns = mri_columns(spec, size, mask_seed, cache)
+    if not bool(columns.any()):
+        raise ValueError(f"operator {spec.text}: the mask samples no k-space column at width {size} (acceleration "
+                         f"{_fmt(spec['acceleration'])}, center_fraction {spec['center_fraction']}); lower the "
+                         "acceleration or raise center_fraction")
     mri = acquisition.mri(columns)
     show = (lambda y: log_kspace(y[:, :, 0])) if spec["coils"] else log_kspace  # first coil
 
@@ -400,6 +406,9 @@ def _ct_volume(spec: OperatorSpec, shape: tuple[int, int, int], mask_seed: int, 
 def _inpainting_image(spec: OperatorSpec, size: int, mask_seed: int, *, device, dtype, cache) -> ProblemSetup:
     from invsolve import operators as ops
 
+    if round(spec["fraction"] * size * size) < 1:
+        raise ValueError(f"operator {spec.text}: a fraction of {spec['fraction']:g} observes no pixel of a "
+                         f"{size}x{size} image; raise the fraction")
     op = ops.Inpainting.random((1, size, size), spec["fraction"], torch.Generator().manual_seed(mask_seed),
                                dtype=dtype, device=device)
     return _setup(spec, op, "masked image", _identity, _first_slice)

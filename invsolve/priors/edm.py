@@ -57,6 +57,17 @@ def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
     return (sigma.square() + sigma_data**2) / (sigma * sigma_data).square()
 
 
+#: Bounds checked before any network is built (a config file could otherwise ask for terabytes).
+MAX_CHANNELS, MAX_RESOLUTION, MAX_WIDTH, MAX_BLOCKS, MAX_LEVELS, MAX_MULT = 16, 4096, 1024, 16, 8, 16
+MAX_PARAMETERS = 2e9
+
+
+def estimated_parameters(width: int, channel_mult: Sequence[int], num_blocks: int) -> float:
+    """A rough estimate (within 2x, from above for the ADM UNets here) of a UNet's parameter count: per level and
+    block about ``40 (width * mult)^2``, for the encoder and the decoder."""
+    return float(sum(40 * (width * m) ** 2 * 2 * (num_blocks + 1) for m in channel_mult))
+
+
 def network_config(
     arch: Arch = "adm",
     channels: int = 1,
@@ -86,6 +97,16 @@ def network_config(
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+    for name, value, bound in (("channels", channels, MAX_CHANNELS), ("resolution", resolution, MAX_RESOLUTION),
+                               ("width", width, MAX_WIDTH), ("num_blocks", num_blocks, MAX_BLOCKS),
+                               ("len(channel_mult)", len(mult), MAX_LEVELS), ("max(channel_mult)", max(mult), MAX_MULT)):
+        if value > bound:
+            raise ValueError(f"{name} = {value} exceeds the bound {bound} (configs are bounded before a network "
+                             "is built)")
+    estimate = estimated_parameters(width, mult, num_blocks)
+    if estimate > MAX_PARAMETERS:
+        raise ValueError(f"the network would have about {estimate:.3g} parameters, more than {MAX_PARAMETERS:.3g} "
+                         f"(width {width}, channel_mult {mult}, num_blocks {num_blocks})")
     return {
         "arch": arch,
         "channels": channels,
@@ -270,12 +291,18 @@ class EDMPrior(Prior):
     def from_state(cls, state: Mapping[str, Any], *, device: str | torch.device = "cpu", source: str = "state") -> EDMPrior:
         """Rebuild a prior from :meth:`state` output or from a training checkpoint (its EMA weights)."""
         fmt = state.get("format") if isinstance(state, Mapping) else None
-        if fmt == TRAIN_FORMAT:
-            config = dict(state["config"]["prior"])
-            weights = state["ema"]
-        elif fmt == PRIOR_FORMAT:
-            config = dict(state["config"])
-            weights = state["state_dict"]
+        if fmt in (TRAIN_FORMAT, PRIOR_FORMAT):
+            config_key, weights_key = ("config", "ema") if fmt == TRAIN_FORMAT else ("config", "state_dict")
+            lacking = [k for k in (config_key, weights_key) if not isinstance(state.get(k), Mapping)]
+            config = state.get("config") if not lacking else None
+            if fmt == TRAIN_FORMAT and isinstance(config, Mapping):
+                config = config.get("prior")
+                if not isinstance(config, Mapping):
+                    lacking.append("config['prior']")
+            if lacking:
+                raise ValueError(f"{source}: a {fmt!r} file needs the entries {lacking} (a network description and "
+                                 "its weights); the file is incomplete or damaged")
+            config, weights = dict(config), state[weights_key]
         else:
             raise ValueError(
                 f"{source}: not an invsolve EDM prior or training checkpoint (format tag {fmt!r}); "
@@ -285,12 +312,20 @@ class EDMPrior(Prior):
         missing = [k for k in net_keys + ("sigma_data",) if k not in config]
         if missing:
             raise ValueError(f"{source}: prior config lacks {missing}")
-        # The initial weights are overwritten; seeding just keeps the caller's global RNG untouched.
-        net = build_network(**{k: config[k] for k in net_keys}, seed=0)
+        # The config is bounded before the network is built; the initial weights are overwritten (seeding just
+        # keeps the caller's global RNG untouched).
+        try:
+            checked = network_config(**{k: config[k] for k in net_keys})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: {err}") from None
+        net = build_network(**checked, seed=0)
         try:
             net.load_state_dict(weights, strict=True)
-        except RuntimeError as err:
+        except (RuntimeError, TypeError) as err:
             raise ValueError(f"{source}: weights do not match the network in its config: {err}") from err
+        bad = [name for name, t in net.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise ValueError(f"{source}: weights hold NaN/Inf values (in {bad[:3]}{' ...' if len(bad) > 3 else ''})")
         denoiser = EDMDenoiser(net, sigma_data=config["sigma_data"]).to(device)
         res = config["resolution"]
         return cls(

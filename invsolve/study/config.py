@@ -167,8 +167,18 @@ def _seed(value: Any) -> int:
     return value
 
 
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"study config: {name} must be true or false (a YAML boolean), got {value!r}")
+    return value
+
+
 def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None) -> StudyConfig:
     """Check a config mapping; ``steps`` / ``seed`` override every sampler's steps / the seed list."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"--steps must be a positive integer, got {steps!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"--seed must be a non-negative integer, got {seed!r}")
     if not isinstance(raw, Mapping):
         raise ValueError(f"study config must be a mapping (YAML keys), got {type(raw).__name__}")
     unknown = sorted(set(raw) - _TOP_LEVEL)
@@ -211,20 +221,39 @@ def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None)
         seeds=seeds,
         name=str(raw.get("name", "study")),
         device=str(raw.get("device", "cpu")),
-        figures=bool(raw.get("figures", True)),
+        figures=_flag(raw.get("figures", True), "figures"),
         raw=dict(raw),
     )
+
+
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        """YAML's safe loader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def load_config(path: str | Path, **overrides: Any) -> StudyConfig:
     """Read and check a YAML study config (see the module docstring)."""
     import yaml
 
+    _UniqueKeyLoader = _unique_key_loader()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study config {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as err:
         raise ValueError(f"study config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     return parse_config(raw, **overrides)
