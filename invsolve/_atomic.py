@@ -32,6 +32,35 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_group(targets: list[Path]) -> Iterator[dict[Path, Path]]:
+    """Stage several outputs that belong together; they appear under their final names together or not at all.
+
+    Yields ``{target: staged path}`` (same file names, in a hidden folder beside the first target). When the block
+    succeeds every staged file is moved into place, in the order given (put the file whose presence means "done",
+    e.g. a sidecar, last); when it fails (a full disk, an error) the staged files are removed and no target is
+    touched. Targets must share one folder (one file system, so every move is a rename).
+    """
+    targets = [Path(t) for t in targets]
+    folder = targets[0].parent
+    if any(t.parent.resolve() != folder.resolve() for t in targets):
+        raise ValueError("atomic_group: the outputs must share one folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".invsolve-staging-", dir=folder))
+    try:
+        staged = {t: staging / t.name for t in targets}
+        yield staged
+        for target, path in staged.items():
+            if not path.exists():
+                raise FileNotFoundError(f"atomic_group: {target.name} was not written")
+        for target, path in staged.items():
+            os.replace(path, target)
+    finally:
+        for leftover in staging.iterdir():
+            leftover.unlink()
+        staging.rmdir()
+
+
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)

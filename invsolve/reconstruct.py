@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invsolve._atomic import atomic_path, write_text_atomic
+from invsolve._atomic import atomic_group, atomic_path
 from invsolve.metrics import nmse, psnr, ssim
 from invsolve.pipeline.catalogue import parse_operator_spec
 from invsolve.pipeline.items import IMAGE_SUFFIXES, ItemRef, list_items, restore_geometry
@@ -116,6 +116,8 @@ def reconstruct_file(
         from invsolve.datasets.nifti import n_volumes
 
         count = n_volumes(source)
+        if count == 1 and volume not in (None, 0, "all"):
+            raise ValueError(f"{source} is 3D (one volume); --volume {volume} does not exist (omit --volume)")
         if count > 1 and volume is None:
             raise ValueError(f"{source} is 4D with {count} volumes; pass --volume INDEX (0..{count - 1}) or --volume all")
         options.update({"plane": plane, **({"volume": volume} if volume is not None else {})})
@@ -150,18 +152,24 @@ def reconstruct_file(
         stack = {name: np.stack([a[name] for a in arrays]) for name in ("mean", "std", "truth")}
     metrics = {"psnr": psnr(stack["truth"], stack["mean"]), "ssim": ssim(stack["truth"], stack["mean"]),
                "nmse": nmse(stack["truth"], stack["mean"])}
-    outputs = _write_outputs(kind, items, records, stack, dataset, mean_path, std_path)
-    side = {"input": str(source), "outputs": [str(p) for p in outputs], "operator": op_spec.text,
-            "sampler": method.as_dict(), "prior": prior_spec.path or prior_spec.name, "seed": seed, "device": device,
-            "metrics_vs_reference": metrics, "reference": "fully sampled k-space" if kind == "fastmri" else "input",
-            "slices": [{k: r[k] for k in ("item", "psnr", "ssim", "nmse", "mean_std", "nfe", "seconds",
-                                          "noise_seed", "sampler_seed", "scale", "acquisition_order",
-                                          "settings_source") if k in r}
-                       for r in records],
-            "versions": versions()}
-    if _suffix(out) == ".png":
-        side["png_ranges"] = {"mean": [0.0, float(stack["truth"].max())], "std": [0.0, float(np.nanmax(stack["std"]))]}
-    write_text_atomic(sidecar, json.dumps(side, indent=1))
+    targets = [p for p in (mean_path, std_path) if p is not None]
+    with atomic_group([*targets, sidecar]) as staged:  # all files of the result appear together or not at all
+        written = _write_outputs(kind, items, records, stack, dataset, staged[mean_path],
+                                 staged[std_path] if std_path is not None else None)
+        outputs = [next(t for t in targets if staged[t] == w) for w in written]
+        side = {"input": str(source), "outputs": [str(p) for p in outputs], "operator": op_spec.text,
+                "sampler": method.as_dict(), "prior": prior_spec.path or prior_spec.name, "seed": seed,
+                "device": device, "metrics_vs_reference": metrics,
+                "reference": "fully sampled k-space" if kind == "fastmri" else "input",
+                "slices": [{k: r[k] for k in ("item", "psnr", "ssim", "nmse", "mean_std", "nfe", "seconds",
+                                              "noise_seed", "sampler_seed", "scale", "acquisition_order",
+                                              "settings_source") if k in r}
+                           for r in records],
+                "versions": versions()}
+        if _suffix(out) == ".png":
+            side["png_ranges"] = {"mean": [0.0, float(stack["truth"].max())],
+                                  "std": [0.0, float(np.nanmax(stack["std"]))]}
+        staged[sidecar].write_text(json.dumps(side, indent=1))
     return ReconstructionReport(outputs + [sidecar], metrics, records)
 
 

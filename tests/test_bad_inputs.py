@@ -68,3 +68,41 @@ def test_sampler_settings_are_checked_on_the_command_line(capsys, tmp_path, sett
     err = _error(capsys, ["reconstruct", str(image), "--out", str(tmp_path / "o.png"), "--operator", "ct:views=8",
                           "--sampler", sampler, "--set", setting])
     assert message in err
+
+
+def test_a_volume_index_that_does_not_exist_is_refused(capsys, tmp_path):
+    from nibabel.testing import data_path
+
+    err = _error(capsys, ["reconstruct", f"{data_path}/anatomical.nii", "--out", str(tmp_path / "r.nii.gz"),
+                          "--operator", "ct:views=8", "--volume", "1", "--resize"])
+    assert "is 3D" in err and "--volume 1" in err
+
+
+def test_a_result_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A full disk while the second NIfTI file is written leaves no file of the result behind (and a rerun works)."""
+    import errno
+
+    from nibabel.testing import data_path
+
+    import invsolve.datasets.nifti as nifti
+    from invsolve.reconstruct import reconstruct_file
+
+    real, calls = nifti.write_nifti, []
+
+    def full_disk_on_second(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(nifti, "write_nifti", full_disk_on_second)
+    out = tmp_path / "r.nii"
+    with pytest.raises(OSError, match="No space left"):
+        reconstruct_file(f"{data_path}/anatomical.nii", out, operator="ct:views=8", sampler="baseline",
+                         resize="prior", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a partial result or staging folder was left behind"
+    monkeypatch.setattr(nifti, "write_nifti", real)
+    report = reconstruct_file(f"{data_path}/anatomical.nii", out, operator="ct:views=8", sampler="baseline",
+                              resize="prior", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.nii", "r_std.nii"]
+    assert len(report.outputs) == 3

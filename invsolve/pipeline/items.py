@@ -115,6 +115,8 @@ def _nifti_items(dataset) -> list[ItemRef]:
     for f in _files(dataset.get("path"), (".nii", ".nii.gz"), "NIfTI"):
         count = n_volumes(f)
         wanted = dataset.get("volume", 0 if count == 1 else None)
+        if count == 1 and wanted not in (0, "all"):
+            raise ValueError(f"{f} is 3D (one volume); dataset.volume {wanted!r} does not exist")
         if wanted is None:
             raise ValueError(f"{f} is 4D with {count} volumes; set dataset.volume to an index or 'all'")
         volumes = range(count) if wanted == "all" else [int(wanted)]
