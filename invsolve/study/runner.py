@@ -5,6 +5,8 @@ Output folder (every file written atomically: a temporary file, then a rename)::
     config.yaml        the config as given, and its canonical form
     manifest.json      fingerprint of the config, versions, machine, seeds policy, case count, times
     cases/<id>.json    one record per finished case (written last: its presence means "done")
+    cases/<id>.lock    held while a process computes the case (:mod:`invsolve.study.locks`): concurrent runs on
+                       one folder compute each case once
     cases/<id>.npz     mean, std and truth of the case, in the data's units
     figures/<id>.png   truth, posterior mean, std and error of the case (``figures: true``)
     logs/rank<r>.jsonl what each process started and finished (proves each case ran exactly once)
@@ -40,7 +42,10 @@ from invsolve.pipeline.problems import Problem, ProblemCache, item_problem
 from invsolve.study.cases import Case, enumerate_cases, shard
 from invsolve.study.config import DatasetSpec, PriorSpec, StudyConfig, load_config
 from invsolve.study.distributed import Workers, join
+from invsolve.study.locks import try_lock, unlock
 
+#: How often a run checks on cases that another process is computing.
+LOCK_POLL_SECONDS = 0.5
 #: Entries the runner creates (and removes on ``overwrite``); nothing else in the folder is touched.
 MANAGED = ("config.yaml", "manifest.json", "cases", "figures", "logs", "results.csv", "results.md", "summary.md",
            "volumes.csv", "volumes.md", "submission", "volumes")
@@ -214,19 +219,48 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, overwrit
         mine = shard(cases, workers.rank, workers.world_size)
         bar = tqdm(mine, desc=f"study (rank {workers.rank})" if workers.world_size > 1 else "study",
                    disable=not progress, position=workers.rank)
+        def done(case: Case) -> bool:
+            return (out / "cases" / f"{case.case_id}.json").is_file()
+
+        def compute(case: Case) -> bool:
+            """Run ``case`` under its lock; False when another live process holds it."""
+            lock = out / "cases" / f"{case.case_id}.lock"
+            if not try_lock(lock):
+                return False
+            try:
+                if done(case):  # finished by another process between our check and the lock
+                    return True
+                if on_case is not None:
+                    on_case(case)
+                bar.set_postfix_str(f"{case.item.name} {case.method.name}")
+                _log(log, {"event": "start", "case_id": case.case_id, "rank": workers.rank, "time": time.time()})
+                record, arrays = runner.run(case)
+                record["rank"] = workers.rank
+                _save_case(out, record, arrays, config.figures)
+                _log(log, {"event": "finish", "case_id": case.case_id, "rank": workers.rank, "time": time.time()})
+            finally:
+                unlock(lock)
+            return True
+
+        (out / "cases").mkdir(exist_ok=True)
+        elsewhere: list[Case] = []  # locked by another process: come back to them at the end
         for case in bar:
-            if (out / "cases" / f"{case.case_id}.json").is_file():
+            if done(case):
                 skipped += 1
-                continue
-            if on_case is not None:
-                on_case(case)
-            bar.set_postfix_str(f"{case.item.name} {case.method.name}")
-            _log(log, {"event": "start", "case_id": case.case_id, "rank": workers.rank, "time": time.time()})
-            record, arrays = runner.run(case)
-            record["rank"] = workers.rank
-            _save_case(out, record, arrays, config.figures)
-            _log(log, {"event": "finish", "case_id": case.case_id, "rank": workers.rank, "time": time.time()})
-            ran += 1
+            elif compute(case):
+                ran += 1
+            else:
+                elsewhere.append(case)
+        while elsewhere:  # wait for the other process, or take over a case it failed on or died in
+            for case in list(elsewhere):
+                if done(case):
+                    elsewhere.remove(case)
+                    skipped += 1
+                elif compute(case):
+                    elsewhere.remove(case)
+                    ran += 1
+            if elsewhere:
+                time.sleep(LOCK_POLL_SECONDS)
         bar.close()
         workers.barrier()
         rows: list[dict] = []
