@@ -73,8 +73,11 @@ def measured_problem(setup: ProblemSetup, truth: torch.Tensor, *, noise_seed: in
     """``truth`` measured by ``setup`` with the noise drawn from ``noise_seed``."""
     generator = torch.Generator(device=truth.device).manual_seed(noise_seed)
     measurement = setup.measure(truth, generator)
+    info = {"sigma_y": measurement.noise.sigma}
+    if setup.columns is not None and setup.budget is None:  # the actual acceleration beside the nominal one
+        info["acceleration"] = float(setup.columns.numel() / setup.columns.sum())
     return Problem(truth, measurement, setup.baseline, setup.baseline_name, setup.tv_weight, setup.kind,
-                   setup.show_measurement, info={"sigma_y": measurement.noise.sigma})
+                   setup.show_measurement, info=info)
 
 
 def simulated_problem(truth: torch.Tensor, spec: OperatorSpec, *, mask_seed: int, noise_seed: int,

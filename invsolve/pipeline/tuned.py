@@ -22,6 +22,8 @@ ANY_KIND = "*"
 DEFAULT_PRIOR = "default"
 _SAMPLER_TUNING = "experiments/tune_samplers.py (experiments/results/sampler_tuning.md)"
 _DEMO_TUNING = "the demo's tuning on its five tasks (CT 8/16 views, MRI 4x/8x, inpainting 50%)"
+_BRAIN_TUNING = ("experiments/tune_samplers.py --data brain on 4 slices of the brain tuning split "
+                 "(experiments/results/brain_tuning.md)")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,13 @@ TUNED: tuple[Tuned, ...] = (
     # the CG pseudo-inverse amplifies the noise of a deblurring problem: start from the adjoint
     Tuned("red-diff", "blur", {"lr": 0.02, "lam": 0.03, "init": "adjoint"}, "blur:sigma=1.5"),
     Tuned("red-diff", "sr", {"lr": 0.02, "lam": 0.03}, "sr:factor=4"),
+    # TV on brain images (the catalogue's rule was tuned on ellipse phantoms)
+    Tuned("tv", "ct", {"lam": 0.1}, "ct:views=8 and ct:views=16", prior="brain", source=_BRAIN_TUNING),
+    Tuned("tv", "mri", {"lam": 0.01}, "mri:acceleration=4 (8x: 0.03 is 0.1 dB better)", prior="brain",
+          source=_BRAIN_TUNING),
+    Tuned("tv", "inpainting", {"lam": 0.03}, "inpainting:fraction=0.5", prior="brain", source=_BRAIN_TUNING),
+    Tuned("tv", "blur", {"lam": 0.001}, "blur:sigma=1.5", prior="brain", source=_BRAIN_TUNING),
+    Tuned("tv", "sr", {"lam": 0.003}, "sr:factor=4", prior="brain", source=_BRAIN_TUNING),
 )
 
 
