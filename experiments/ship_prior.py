@@ -69,6 +69,11 @@ DESCRIPTIONS = {
     "ellipsoids": ("EDM prior (Karras et al., 2022) of 2D slices of random 3D ellipsoid phantoms, values in [0, 1]; "
                    "EMA weights; the slice prior of DiffusionMBIR-style 3D reconstruction",
                    "invsolve.datasets.training_data.EllipsoidSlices (random_ellipsoids), slices of seeded volumes"),
+    "brain": ("EDM prior (Karras et al., 2022) of 64x64 brain images, values in [0, 1]; EMA weights; fine-tuned from "
+              "the default prior on the training split of the MNI152 brain stream",
+              "invsolve.datasets.brain.BrainSlices(split='train'): nilearn's MNI152 2009 templates (T1, GM, WM) below "
+              "z = 120, random plane, affine and elastic deformation, contrast and bias field, a fresh image per draw; "
+              "the held-out band z >= 125 is never sampled"),
 }
 
 

@@ -15,6 +15,8 @@ to the prior's value range, as the demo reports it. Appends a table to ``--out``
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -49,11 +51,13 @@ def tuning_images(data: str, n: int, size: int) -> torch.Tensor:
     return phantoms(SAMPLER_TUNING_SEED, n, size)
 
 
-def _value(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text.strip()
+def _value(text: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
 
 
 def main() -> None:
@@ -80,6 +84,7 @@ def main() -> None:
               else f"phantoms (seed {SAMPLER_TUNING_SEED})")
     lines = [f"\n### {args.sampler}: {args.param}{' (' + args.fixed + ')' if fixed else ''}, {args.steps} steps, {args.samples} sample(s), "
              f"{args.phantoms} {images}, prior {args.prior or 'shipped'}\n",
+             "`OMP_NUM_THREADS=1 python experiments/tune_samplers.py " + " ".join(map(shlex.quote, sys.argv[1:])) + "`\n",
              f"| task | {args.param} | mean PSNR (dB) | seconds |", "|---|---:|---:|---:|"]
     for task in standard_tasks(prior.shape[-1], seed=SAMPLER_TUNING_SEED, names=names):
         meas = task.measure(truth, torch.Generator().manual_seed(SAMPLER_TUNING_SEED))

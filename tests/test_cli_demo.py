@@ -35,6 +35,15 @@ def test_demo_writes_figures_and_metrics(tmp_path, capsys):
     assert "PSNR" in capsys.readouterr().out
 
 
+def test_demo_on_a_held_out_brain_slice(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--data", "brain", "--tasks", "MRI 8x", "--samplers", "RED-Diff",
+                 *QUICK]) == 0
+    rows = json.loads((out / "metrics.json").read_text())
+    assert [r["method"] for r in rows] == ["zero-filled", "TV", "RED-Diff"] and all(r["psnr"] > 5 for r in rows[:2])
+    assert "Held-out brain slice" in (out / "metrics.md").read_text()
+
+
 def test_demo_sampler_subset(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--tasks", "Inpainting 50%", "--samplers", "DDRM", *QUICK]) == 0

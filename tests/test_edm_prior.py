@@ -168,7 +168,14 @@ def _held_out_ellipsoid_slices():
     return EllipsoidSlices(64, seed=99, n_volumes=4, axes=(0,))
 
 
-@pytest.mark.parametrize("name, held_out", [("default", _held_out_ellipses), ("ellipsoid_slice", _held_out_ellipsoid_slices)])
+def _held_out_brains():
+    from invsolve.datasets.brain import BrainSlices
+
+    return BrainSlices(64, split="heldout", seed=0)
+
+
+@pytest.mark.parametrize("name, held_out", [("default", _held_out_ellipses), ("ellipsoid_slice", _held_out_ellipsoid_slices),
+                                            ("brain", _held_out_brains)])
 def test_shipped_prior_is_small_documented_and_denoises(name, held_out):
     import hashlib
 
