@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     rows = table(sets, priors, tune, args.sigmas, args.noise_seed)
     args.out_png.parent.mkdir(parents=True, exist_ok=True)
     sample_seconds = samples_figure(prior, sets["(a) MNI152 band"], args.n_samples, args.sample_steps,
-                                    args.sample_seed, args.out_png)
+                                    args.sample_seed, args.out_png, "held-out brain slices (a)")
     text = markdown(rows, args, time.perf_counter() - start, sample_seconds)
     write_text_atomic(args.out_md, text)
     print(text)

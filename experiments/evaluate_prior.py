@@ -81,7 +81,8 @@ def denoising_table(prior: EDMPrior, x: torch.Tensor, sigmas: Sequence[float], s
     return rows
 
 
-def samples_figure(prior: EDMPrior, reference: torch.Tensor, n: int, steps: int, seed: int, out: Path) -> float:
+def samples_figure(prior: EDMPrior, reference: torch.Tensor, n: int, steps: int, seed: int, out: Path,
+                   reference_label: str = "held-out phantoms") -> float:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,7 +103,7 @@ def samples_figure(prior: EDMPrior, reference: torch.Tensor, n: int, steps: int,
         axes[r, c].imshow(samples[i].numpy(), cmap="gray", vmin=0, vmax=1)
         axes[r, side + 1 + c].imshow(reference[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
     axes[0, side // 2].set_title(f"prior samples (Heun, {result.nfe} NFE)", fontsize=9)
-    axes[0, side + 1 + side // 2].set_title("held-out phantoms", fontsize=9)
+    axes[0, side + 1 + side // 2].set_title(reference_label, fontsize=9)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
