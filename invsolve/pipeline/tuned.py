@@ -53,6 +53,23 @@ TUNED: tuple[Tuned, ...] = (
     # the CG pseudo-inverse amplifies the noise of a deblurring problem: start from the adjoint
     Tuned("red-diff", "blur", {"lr": 0.02, "lam": 0.03, "init": "adjoint"}, "blur:sigma=1.5"),
     Tuned("red-diff", "sr", {"lr": 0.02, "lam": 0.03}, "sr:factor=4"),
+    # the brain prior, on the brain tuning split (4 slices; experiments/results/brain_tuning.md)
+    Tuned("dps", "ct", {"zeta": 0.05}, "ct:views=8 at 100 steps (16 views: 0.03, +0.1 dB)", prior="brain",
+          max_steps=200, source=_BRAIN_TUNING),
+    Tuned("dps", "mri", {"zeta": 1.0}, "mri:acceleration=4 and 8 at 100 steps", prior="brain", source=_BRAIN_TUNING),
+    Tuned("dps", "inpainting", {"zeta": 1.0}, "inpainting:fraction=0.5 at 100 steps", prior="brain",
+          source=_BRAIN_TUNING),
+    Tuned("pigdm", "ct", {"data_variance": 0.16, "cg_max_iter": 30}, "ct:views=8", prior="brain", source=_BRAIN_TUNING),
+    Tuned("pigdm", "mri", {"data_variance": 0.5, "cg_max_iter": 30}, "mri:acceleration=8", prior="brain",
+          source=_BRAIN_TUNING),
+    Tuned("pigdm", "inpainting", {"data_variance": 0.05, "cg_max_iter": 30}, "inpainting:fraction=0.5",
+          prior="brain", source=_BRAIN_TUNING),
+    Tuned("red-diff", "ct", {"lr": 0.02, "lam": 16.0}, "ct:views=8", prior="brain", source=_BRAIN_TUNING),
+    Tuned("red-diff", "mri", {"lr": 0.05, "lam": 0.03}, "mri:acceleration=8", prior="brain", source=_BRAIN_TUNING),
+    Tuned("red-diff", "inpainting", {"lr": 0.05, "lam": 0.03}, "inpainting:fraction=0.5", prior="brain",
+          source=_BRAIN_TUNING),
+    Tuned("ddrm", ANY_KIND, {"eta": 1.0}, "ct:views=8, mri:acceleration=8, inpainting:fraction=0.5", prior="brain",
+          source=_BRAIN_TUNING),
     # TV on brain images (the catalogue's rule was tuned on ellipse phantoms)
     Tuned("tv", "ct", {"lam": 0.1}, "ct:views=8 and ct:views=16", prior="brain", source=_BRAIN_TUNING),
     Tuned("tv", "mri", {"lam": 0.01}, "mri:acceleration=4 (8x: 0.03 is 0.1 dB better)", prior="brain",
