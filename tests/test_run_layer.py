@@ -64,7 +64,7 @@ def test_tuned_settings_match_exactly_fall_back_and_never_fail():
     exact = tuned_settings("dps", "ct", "default", 100)
     assert exact.settings == {"zeta": 0.05} and exact.source.startswith("tuned for this kind and prior")
     assert tuned_settings("dps", "ct", "default", 1000).settings == {"zeta": 0.02}
-    other_prior = tuned_settings("red-diff", "mri", "brain", 100)
+    other_prior = tuned_settings("red-diff", "mri", "never-tuned-prior", 100)
     assert other_prior.settings == {"lr": 0.02, "lam": 0.1} and "fallback" in other_prior.source
     never = tuned_settings("red-diff", "a-new-kind", "default", 100)
     assert never.settings == {} and "never tuned" in never.source
