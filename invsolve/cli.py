@@ -134,15 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="reconstruct a held-out phantom (CT, MRI, inpainting) with every sampler on the default prior",
-        description="Reconstruct a held-out 64x64 phantom from sparse-view CT (8, 16 views), MRI (4x, 8x) and "
-        "50%% inpainting with the classical baseline, TV and every posterior sampler on the shipped default "
-        "prior; write one PNG figure per task plus a metrics table (markdown and JSON).",
+        help="reconstruct a held-out brain slice (CT, MRI, inpainting) with every sampler on the brain prior",
+        description="Reconstruct a held-out 64x64 brain slice (or, with --data ellipses, a phantom) from sparse-view "
+        "CT (8, 16 views), MRI (4x, 8x) and 50%% inpainting with the classical baseline, tuned TV and every posterior "
+        "sampler on a shipped prior; write one PNG figure per task plus a metrics table (markdown and JSON).",
     )
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     demo.add_argument("--seed", type=int, default=0,
-                      help="picks the held-out phantom and seeds masks, noise and samplers (default: 0)")
+                      help="picks the held-out image and seeds masks, noise and samplers (default: 0)")
     demo.add_argument("--samples", type=int, default=4, help="posterior samples per sampler, >= 2 (default: 4)")
     demo.add_argument("--steps", type=int, default=None,
                       help="steps for every sampler (default: each sampler's own: "
@@ -152,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", default=None,
                       help="comma-separated subset of: CT 8 views, CT 16 views, MRI 4x, MRI 8x, Inpainting 50%% "
                       "(default: all)")
-    demo.add_argument("--data", default="ellipses", choices=("ellipses", "brain"),
-                      help="held-out image: a random-ellipse phantom (default prior) or a brain slice of the MNI152 "
-                      "band never used in training (brain prior) (default: ellipses)")
+    demo.add_argument("--data", default="brain", choices=("brain", "ellipses"),
+                      help="held-out image: a brain slice of the MNI152 band never used in training (brain prior) or "
+                      "a random-ellipse phantom, total variation's exact model (default prior) (default: brain)")
     demo.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)

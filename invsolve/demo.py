@@ -1,7 +1,9 @@
-"""The main job: reconstruct a held-out phantom with every posterior sampler on the default prior.
+"""The main job: reconstruct a held-out brain slice (or phantom) with every posterior sampler on a shipped prior.
 
 For each standard task (:mod:`invsolve.tasks`: sparse-view CT with 8 and 16 views, MRI at 4x and
-8x, 50% inpainting) a 64x64 random-ellipse phantom the prior never saw is measured with 1% noise
+8x, 50% inpainting) a 64x64 brain slice of the MNI152 band that the brain prior never saw (``data="brain"``,
+the default; :mod:`invsolve.datasets.brain`) or a random-ellipse phantom that the default prior never saw
+(``data="ellipses"``) is measured with 1% noise
 and reconstructed by the classical baseline (FBP / zero-filled / masked image), tuned TV, and
 each sampler (DPS, PiGDM, RED-Diff, DDRM) drawing ``n_samples`` posterior samples. Every reconstruction is
 clipped to the data range ``[0, 1]`` before it is scored (PSNR, SSIM, NMSE as fastMRI defines
@@ -66,7 +68,7 @@ def run_demo(
     samplers: Sequence[str] | None = None,
     tasks: Sequence[str] | None = None,
     prior: Prior | None = None,
-    data: str = "ellipses",
+    data: str = "brain",
     progress: bool = True,
 ) -> DemoReport:
     """Run every task and method and write the figures and tables into ``out_dir``.
