@@ -46,6 +46,8 @@ from invsolve.study.locks import try_lock, unlock
 
 #: How often a run checks on cases that another process is computing.
 LOCK_POLL_SECONDS = 0.5
+#: Held while a run creates or checks the output folder.
+PREPARE_LOCK = ".prepare.lock"
 #: Entries the runner creates (and removes on ``overwrite``); nothing else in the folder is touched.
 MANAGED = ("config.yaml", "manifest.json", "cases", "figures", "logs", "results.csv", "results.md", "summary.md",
            "volumes.csv", "volumes.md", "submission", "volumes")
@@ -74,7 +76,22 @@ def versions() -> dict[str, str]:
 
 
 def prepare_output(out: Path, config: StudyConfig, *, overwrite: bool, n_cases: int, world_size: int) -> None:
-    """Create or reuse ``out``: resume the same study, refuse anything else unless ``overwrite``."""
+    """Create or reuse ``out``: resume the same study, refuse anything else unless ``overwrite``.
+
+    Runs started together on one folder prepare it one at a time (a lock in the folder), so the second sees the
+    first's manifest and resumes the same study.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / PREPARE_LOCK
+    while not try_lock(lock):
+        time.sleep(LOCK_POLL_SECONDS)
+    try:
+        _prepare_output(out, config, overwrite=overwrite, n_cases=n_cases, world_size=world_size)
+    finally:
+        unlock(lock)
+
+
+def _prepare_output(out: Path, config: StudyConfig, *, overwrite: bool, n_cases: int, world_size: int) -> None:
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         old = json.loads(manifest_path.read_text())
@@ -86,7 +103,7 @@ def prepare_output(out: Path, config: StudyConfig, *, overwrite: bool, n_cases: 
             for name in MANAGED:
                 path = out / name
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+    elif any(not p.name.startswith(".") for p in out.iterdir()) and not overwrite:  # hidden: our lock and temps
         raise FileExistsError(f"output folder {out} exists, is not empty and is not a study folder; "
                               "pass --overwrite to write the study into it anyway")
     out.mkdir(parents=True, exist_ok=True)

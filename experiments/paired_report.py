@@ -1,0 +1,70 @@
+"""A study's results as a quality-bar table: per operator and method PSNR / SSIM (mean +- 95% t-interval over
+items) and the paired PSNR difference to a reference method (default: tuned TV), with its 95% t-interval.
+
+    python experiments/paired_report.py runs/brain_quality_bar_mini --out experiments/results/brain_quality_bar_mini.md \\
+        --title "Brain quality bar (mini)" --command "OMP_NUM_THREADS=2 invsolve study CONFIG --out DIR"
+
+Reads ``results.csv`` of a study folder (one row per case); rows of one operator and item are paired across methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+from invsolve._atomic import write_text_atomic
+from invsolve.metrics import format_interval
+
+
+def paired_table(rows: list[dict], reference: str) -> list[str]:
+    by: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)  # (operator, method) -> item -> row
+    for r in rows:
+        by[(r["operator"], r["method"])][r["item"]] = r
+    operators = list(dict.fromkeys(r["operator"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    ref = next((m for m in methods if m.split(" ")[0] == reference), None)
+    lines = [f"| operator | method | n | PSNR (dB) | SSIM | PSNR - {reference} (paired, dB) | s / case |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for op in operators:
+        for m in methods:
+            cases = by.get((op, m), {})
+            if not cases:
+                continue
+            psnr = [float(c["psnr"]) for c in cases.values()]
+            ssim = [float(c["ssim"]) for c in cases.values()]
+            diff = "-"
+            if ref is not None and m != ref:
+                base = by.get((op, ref), {})
+                pairs = [float(c["psnr"]) - float(base[i]["psnr"]) for i, c in cases.items() if i in base]
+                diff = format_interval(pairs) if len(pairs) > 1 else "-"
+            seconds = sum(float(c["seconds"]) for c in cases.values()) / len(cases)
+            lines.append(f"| {op} | {m} | {len(cases)} | {format_interval(psnr)} | {format_interval(ssim, 4)} | "
+                         f"{diff} | {seconds:.1f} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", type=Path, help="a study output folder (with results.csv)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--reference", default="tv", help="method the paired differences are taken against")
+    parser.add_argument("--title", default="Quality bar")
+    parser.add_argument("--command", default="", help="the command that ran the study (recorded)")
+    parser.add_argument("--note", action="append", default=[], help="a paragraph under the table (repeatable)")
+    args = parser.parse_args(argv)
+    with open(args.study / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"{args.study}/results.csv has no rows")
+    text = "\n".join([f"# {args.title}", "", *paired_table(rows, args.reference), "", *args.note,
+                      "", "Commands:", "", "```", args.command,
+                      f"python experiments/paired_report.py {args.study} --out {args.out}", "```", ""])
+    write_text_atomic(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
