@@ -4,13 +4,15 @@ items) and the paired PSNR difference to a reference method (default: tuned TV),
     python experiments/paired_report.py runs/brain_quality_bar_mini --out experiments/results/brain_quality_bar_mini.md \\
         --title "Brain quality bar (mini)" --command "OMP_NUM_THREADS=2 invsolve study CONFIG --out DIR"
 
-Reads ``results.csv`` of a study folder (one row per case); rows of one operator and item are paired across methods.
+Reads ``results.csv`` of a study folder (one row per case; or, while the study runs, the records of the items whose
+cases are all finished); rows of one operator and item are paired across methods.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,12 +20,27 @@ from invsolve._atomic import write_text_atomic
 from invsolve.metrics import format_interval
 
 
+def read_rows(study: Path) -> list[dict]:
+    """The study's ``results.csv``, or (for a study still running or stopped early) its finished case records,
+    keeping only items whose every case is finished, so that every comparison is paired."""
+    if (study / "results.csv").is_file():
+        with open(study / "results.csv", newline="") as f:
+            return list(csv.DictReader(f))
+    records = [json.loads(p.read_text()) for p in sorted((study / "cases").glob("*.json"))]
+    per_item = defaultdict(int)
+    for r in records:
+        per_item[r["item"]] += 1
+    full = max(per_item.values(), default=0)
+    return [r for r in records if per_item[r["item"]] == full]
+
+
 def paired_table(rows: list[dict], reference: str) -> list[str]:
     by: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)  # (operator, method) -> item -> row
     for r in rows:
         by[(r["operator"], r["method"])][r["item"]] = r
-    operators = list(dict.fromkeys(r["operator"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    operators = sorted(dict.fromkeys(r["operator"] for r in rows))
+    methods = sorted(dict.fromkeys(r["method"] for r in rows),
+                     key=lambda m: ({"baseline": 0, reference: 1}.get(m.split(" ")[0], 2), m))
     ref = next((m for m in methods if m.split(" ")[0] == reference), None)
     lines = [f"| operator | method | n | PSNR (dB) | SSIM | PSNR - {reference} (paired, dB) | s / case |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -54,10 +71,9 @@ def main(argv=None) -> int:
     parser.add_argument("--command", default="", help="the command that ran the study (recorded)")
     parser.add_argument("--note", action="append", default=[], help="a paragraph under the table (repeatable)")
     args = parser.parse_args(argv)
-    with open(args.study / "results.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(args.study)
     if not rows:
-        raise SystemExit(f"{args.study}/results.csv has no rows")
+        raise SystemExit(f"{args.study} holds no finished case")
     text = "\n".join([f"# {args.title}", "", *paired_table(rows, args.reference), "", *args.note,
                       "", "Commands:", "", "```", args.command,
                       f"python experiments/paired_report.py {args.study} --out {args.out}", "```", ""])
