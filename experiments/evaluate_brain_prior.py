@@ -72,7 +72,6 @@ def table(sets: dict[str, torch.Tensor], priors: dict[str, EDMPrior], tune: torc
 
 def markdown(rows, args, seconds: float, sample_seconds: float) -> str:
     methods = [m for m in rows[0] if m not in ("set", "sigma", "n")]
-    tv_label = next(m for m in methods if m.startswith("TV"))
     head = ["| held-out set | sigma | n | noisy | TV (tuned) | " + " | ".join(methods[2:]) + " |",
             "|---|---:|---:|---:|---:|" + "---:|" * (len(methods) - 2)]
     body = []
@@ -80,7 +79,6 @@ def markdown(rows, args, seconds: float, sample_seconds: float) -> str:
         tv = next(m for m in r if m.startswith("TV"))
         cells = [f"{np.mean(r[m]):.2f} ± {np.std(r[m]):.2f}" for m in ["noisy input", tv, *methods[2:]]]
         body.append(f"| {r['set']} | {r['sigma']:g} | {r['n']} | " + " | ".join(cells) + " |")
-    del tv_label
     return "\n".join([
         "# Brain prior: denoising on held-out brains and samples", "",
         f"Prior: `{args.prior or shipped_prior_path('brain')}`. Held-out (a): {args.n_images} slices of "

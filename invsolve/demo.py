@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from invsolve._atomic import write_text_atomic
+from invsolve._validation import require_device
 from invsolve.demo_figures import TaskPanel, save_task_figure
 from invsolve.pipeline.methods import MethodSpec, demo_samplers, run_method
 from invsolve.pipeline.problems import measured_problem
@@ -40,13 +41,6 @@ class DemoReport:
     markdown: str = ""
     figures: list[Path] = field(default_factory=list)
     table: Path | None = None
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but CUDA is not available on this machine")
-    return device
 
 
 def _select(names: Sequence[str] | None, what: str, all_names: Sequence[str]) -> list[str]:
@@ -95,7 +89,7 @@ def run_demo(
     labels = _select(samplers, "sampler(s)", [d.label for d in available])
     chosen_samplers = [d for d in available if d.label in labels]
     task_names = tuple(tasks) if tasks is not None else TASK_NAMES
-    dev = _resolve_device(device)
+    dev = require_device(device)
     if data not in DEMO_DATA:
         raise ValueError(f"data must be one of {list(DEMO_DATA)}, got {data!r}")
     prior_name = DEMO_DATA[data] if prior is None else "given"

@@ -156,7 +156,8 @@ def reconstruct_file(
     with atomic_group([*targets, sidecar]) as staged:  # all files of the result appear together or not at all
         written = _write_outputs(kind, items, records, stack, dataset, staged[mean_path],
                                  staged[std_path] if std_path is not None else None)
-        outputs = [next(t for t in targets if staged[t] == w) for w in written]
+        final = {path: target for target, path in staged.items()}
+        outputs = [final[w] for w in written]
         side = {"input": str(source), "outputs": [str(p) for p in outputs], "operator": op_spec.text,
                 "sampler": method.as_dict(), "prior": prior_spec.path or prior_spec.name, "seed": seed,
                 "device": device, "metrics_vs_reference": metrics,
@@ -185,8 +186,9 @@ def _reconstruct_volume(runner: CaseRunner, cases: list[Case], dataset: DatasetS
     first = cases[0]
     prior = runner.prior(first.prior)
     size = prior.shape[-1]
-    images = [load_image(c.item, size, dataset.get("resize", "none"), plane=dataset.get("plane", "axial"))
-              for c in cases]
+    volumes: dict = {}  # the NIfTI volume is read once for all its slices
+    images = [load_image(c.item, size, dataset.get("resize", "none"), plane=dataset.get("plane", "axial"),
+                         volumes=volumes) for c in cases]
     truth = torch.stack([im.truth[0, 0] for im in images])[None, None]  # (1, 1, D, n, n)
     item, volume = first.item.group, first.item.volume
     problem = volume_problem(truth, first.operator, mask_seed=first.mask_seed, device=runner.device,

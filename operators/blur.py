@@ -40,6 +40,19 @@ def _pair(value: object, name: str) -> tuple:
     return (value, value)
 
 
+def _gaussian_sigmas(sigma: object) -> tuple[float, ...]:
+    sigmas = _pair(sigma, "sigma")
+    for s in sigmas:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < float("inf"):
+            raise ValueError(f"sigma must be a finite positive number (or a pair of them), got {sigma!r}")
+    return tuple(float(s) for s in sigmas)
+
+
+def gaussian_kernel_side(sigmas: Sequence[float]) -> int:
+    """The default side of a Gaussian kernel, ``2 int(max(sigma) / 0.3 + 1) + 1`` (deepinv's ``gaussian_blur`` rule)."""
+    return 2 * int(max(sigmas) / 0.3 + 1) + 1
+
+
 def gaussian_kernel(
     sigma: float | Sequence[float],
     size: int | Sequence[int] | None = None,
@@ -54,12 +67,11 @@ def gaussian_kernel(
     :param size: kernel size (int or ``(h, w)``); default ``2 * int(max(sigma) / 0.3 + 1) + 1``.
     :param angle: rotation in degrees.
     """
-    sigmas = _pair(sigma, "sigma")
-    for s in sigmas:
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < float("inf"):
-            raise ValueError(f"sigma must be a finite positive number (or a pair of them), got {sigma!r}")
+    sigmas = _gaussian_sigmas(sigma)
     if size is not None:
         size = tuple(positive_int(s, "size") for s in _pair(size, "size"))
+    else:
+        size = (gaussian_kernel_side(sigmas),) * 2
     kernel = dF.gaussian_blur(
         psf_size=size, sigma=tuple(float(s) for s in sigmas), angle=float(angle), dtype=float_dtype(dtype)
     )[0, 0]
@@ -178,12 +190,10 @@ class Blur(ImageOperator):
         """Blur with :func:`gaussian_kernel` ``(sigma, size, angle)``."""
         if size is None:  # the default kernel size, checked against the image before the kernel is made
             _, h, w = image_shape(img_shape)
-            sigmas = _pair(sigma, "sigma")
-            if all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in sigmas):
-                side = 2 * int(min(max(sigmas), 1e9) / 0.3 + 1) + 1
-                if side > max(h, w):
-                    raise ValueError(f"a Gaussian kernel of sigma {sigma!r} spans {side} pixels, larger than the "
-                                     f"image ({h}, {w}); lower sigma or give a smaller size")
+            side = gaussian_kernel_side(_gaussian_sigmas(sigma))
+            if side > max(h, w):
+                raise ValueError(f"a Gaussian kernel of sigma {sigma!r} spans {side} pixels, larger than the "
+                                 f"image ({h}, {w}); lower sigma or give a smaller size")
         kernel = gaussian_kernel(sigma, size, angle=angle, dtype=dtype, device=device)
         return cls(img_shape, kernel, method, padding, dtype=dtype, device=device)
 

@@ -36,6 +36,7 @@ tuned pair), ``mri`` 0.01, ``inpainting`` 0.02, ``blur`` and ``sr`` 0.002.
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -194,8 +195,6 @@ class ProblemSetup:
     @property
     def slug(self) -> str:
         """The label as a file stem, e.g. ``ct-8-views``."""
-        import re
-
         return re.sub(r"[^a-z0-9]+", "-", self.label.lower()).strip("-")
 
     def measure(self, truth: torch.Tensor, generator: torch.Generator) -> Measurement | ActiveMeasurement:
@@ -432,10 +431,16 @@ def _sr_image(spec: OperatorSpec, size: int, mask_seed: int, *, device, dtype, c
     return _setup(spec, op, "bicubic", bicubic, _first_slice)
 
 
-def _positive(kind: str, name: str, minimum: float, strict: bool) -> Callable[[dict], None]:
+def _in_range(kind: str, name: str, low: float, high: float = math.inf, *,
+              open_low: bool = False) -> Callable[[dict], None]:
+    """The check of one parameter: ``low < value`` (``open_low``) or ``low <= value``, and ``value <= high``."""
+    if high < math.inf:
+        expected = f"in {'(' if open_low else '['}{_fmt(low)}, {_fmt(high)}]"
+    else:
+        expected = f"{'>' if open_low else '>='} {_fmt(low)}"
+
     def check(p: dict) -> None:
-        if not (p[name] > minimum if strict else p[name] >= minimum) or (kind == "inpainting" and p[name] > 1):
-            expected = "in (0, 1]" if kind == "inpainting" else (f"> {minimum}" if strict else f">= {minimum}")
+        if not ((p[name] > low if open_low else p[name] >= low) and p[name] <= high):
             raise _bad(kind, p, name, expected)
 
     return check
@@ -449,12 +454,12 @@ KINDS: dict[str, ProblemKind] = {kind.name: kind for kind in (
                 lambda p: f"CT {p['views']} views" + ("" if p["arc"] == 180 else f" over {_fmt(p['arc'])} deg"),
                 _ct_check, _ct_image, lambda p: 0.0125 * p["views"], _ct_volume),
     ProblemKind("inpainting", {"fraction": (float, None)}, "inpainting:fraction=0.5",
-                lambda p: f"Inpainting {_fmt(100 * p['fraction'])}%", _positive("inpainting", "fraction", 0, True),
+                lambda p: f"Inpainting {_fmt(100 * p['fraction'])}%", _in_range("inpainting", "fraction", 0, 1, open_low=True),
                 _inpainting_image, lambda p: 0.02),
     ProblemKind("blur", {"sigma": (float, 1.5)}, "blur:sigma=1.5",
-                lambda p: f"Gaussian deblur (sigma {_fmt(p['sigma'])} px)", _positive("blur", "sigma", 0, True),
+                lambda p: f"Gaussian deblur (sigma {_fmt(p['sigma'])} px)", _in_range("blur", "sigma", 0, open_low=True),
                 _blur_image, lambda p: 0.002),
     ProblemKind("sr", {"factor": (int, 4)}, "sr:factor=4", lambda p: f"SR {p['factor']}x",
-                _positive("sr", "factor", 1, False), _sr_image, lambda p: 0.002),
+                _in_range("sr", "factor", 1), _sr_image, lambda p: 0.002),
 )}
 OPERATOR_KINDS: tuple[str, ...] = tuple(KINDS)

@@ -206,8 +206,9 @@ def load_image(ref: ItemRef, size: int, resize: str = "none", *, plane: str = "a
 
         _, split, seed, index = ref.group.split("-")
         cache = volumes if volumes is not None else {}
-        templates = cache.setdefault("brain-templates", None) or BrainTemplates()
-        cache["brain-templates"] = templates
+        if "brain-templates" not in cache:
+            cache["brain-templates"] = BrainTemplates()
+        templates = cache["brain-templates"]
         image = BrainSlices(size, split=split, seed=int(seed[1:]), templates=templates)[int(index)][0]
     elif ref.kind == "shepp-logan":
         from invsolve.datasets import shepp_logan

@@ -130,7 +130,7 @@ def tv_weight(problem, prior_name: str) -> tuple[float, str]:
     """The TV weight for ``problem``: tuned for this kind on the prior's data (``("tv", kind, prior)`` in the tuned
     table), else the catalogue's rule for the kind (tuned on the ellipse phantoms)."""
     tuned = tuned_settings("tv", problem.operator_kind, prior_name, 0)
-    if "lam" in tuned.settings and tuned.source.startswith("tuned for this kind and prior"):
+    if tuned.exact and "lam" in tuned.settings:
         return float(tuned.settings["lam"]), tuned.source
     return problem.tv_weight, "the catalogue's TV weight rule for the kind"
 

@@ -86,6 +86,7 @@ class TunedLookup:
 
     settings: dict[str, Any]
     source: str
+    exact: bool = False  # tuned for this very kind and prior (no fallback)
 
 
 def _matches(entry: Tuned, sampler: str, kind: str, prior: str, steps: int) -> bool:
@@ -105,8 +106,8 @@ def tuned_settings(sampler: str, kind: str, prior: str, steps: int, *,
                 (ANY_KIND, prior, f"shared across kinds, used for kind {kind!r}"),
                 (ANY_KIND, DEFAULT_PRIOR, f"fallback: shared across kinds for the default prior, used for kind "
                                           f"{kind!r} and prior {prior!r}"))
-    for want_kind, want_prior, how in attempts:
+    for rank, (want_kind, want_prior, how) in enumerate(attempts):
         for entry in table:
             if _matches(entry, sampler, want_kind, want_prior, steps):
-                return TunedLookup(dict(entry.settings), f"{how} (on {entry.tuned_on}; {entry.source})")
+                return TunedLookup(dict(entry.settings), f"{how} (on {entry.tuned_on}; {entry.source})", rank == 0)
     return TunedLookup({}, f"fallback: never tuned for {sampler!r} on kind {kind!r}: the sampler's own defaults")

@@ -16,6 +16,7 @@ prior into a :class:`~invsolve.priors.slice_stack.SliceStackPrior`), then calls 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import math
@@ -231,7 +232,13 @@ def describe(measurement, prior: Prior) -> str:
 
 
 def declarations() -> dict[str, SamplerDeclaration]:
-    """Every sampler declared in a module of :mod:`invsolve.samplers`, by name (sorted)."""
+    """Every sampler declared in a module of :mod:`invsolve.samplers`, by name (sorted); a new dict per call."""
+    return dict(_discovered())
+
+
+@functools.cache
+def _discovered() -> tuple[tuple[str, SamplerDeclaration], ...]:
+    """The package's modules are read once per process (immutable declarations, no modules or tensors kept)."""
     import invsolve.samplers as package
 
     found: dict[str, SamplerDeclaration] = {}
@@ -245,7 +252,7 @@ def declarations() -> dict[str, SamplerDeclaration]:
         if declared.name in found:
             raise ValueError(f"two samplers declare the name {declared.name!r}")
         found[declared.name] = declared
-    return dict(sorted(found.items()))
+    return tuple(sorted(found.items()))
 
 
 def declaration(name: str) -> SamplerDeclaration:

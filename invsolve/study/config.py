@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from invsolve.pipeline.catalogue import OperatorSpec, parse_operator_spec
 from invsolve.pipeline.methods import MethodSpec, parse_method_spec
 from invsolve.samplers.declaration import Need, declarations
@@ -226,29 +228,21 @@ def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None)
     )
 
 
-def _unique_key_loader():
-    import yaml
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
 
-    class UniqueKeyLoader(yaml.SafeLoader):
-        """YAML's safe loader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
-
-        def construct_mapping(self, node, deep=False):
-            seen = set()
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeyLoader
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path, **overrides: Any) -> StudyConfig:
     """Read and check a YAML study config (see the module docstring)."""
-    import yaml
-
-    _UniqueKeyLoader = _unique_key_loader()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study config {path} does not exist")
