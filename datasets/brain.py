@@ -23,7 +23,7 @@ images:
   sagittal planes of a 25 mm band would be mostly background). A 5 mm gap separates it from training.
 
 Real subjects of other contrasts (nibabel's bundled EPI ``example4d.nii.gz`` and T1 ``anatomical.nii``) are the
-second held-out set: :func:`real_subject_paths`, read as NIfTI data. :func:`brain_volume` draws 3D volumes the
+second held-out set: :func:`subject_slices` (the files: :func:`real_subject_paths`). :func:`brain_volume` draws 3D volumes the
 same way.
 """
 
@@ -56,6 +56,30 @@ def real_subject_paths() -> list[Path]:
     from nibabel.testing import data_path
 
     return [Path(data_path) / "example4d.nii.gz", Path(data_path) / "anatomical.nii"]
+
+
+def subject_slices(size: int = 64, *, min_fraction: float = 0.15) -> torch.Tensor:
+    """Held-out set (b): the usable axial slices of nibabel's two real brains, ``(N, 1, size, size)`` in ``[0, 1]``.
+
+    The first frame of the EPI ``example4d.nii.gz`` (the second repeats it) and the T1 ``anatomical.nii``, read
+    as NIfTI training data is read (:class:`~invsolve.datasets.training_data.NiftiSlices`: canonical
+    orientation, percentile window, zero-padded to a square and resampled to ``size``). A slice is usable when
+    pixels above 0.1 cover at least ``min_fraction`` of its square (judged at the file's resolution, so the set
+    does not depend on ``size``); the others are caps of the head with little anatomy. In file order, EPI first,
+    inferior to superior.
+    """
+    from invsolve.datasets.training_data import NiftiSlices
+
+    if not 0 <= min_fraction < 1:
+        raise ValueError(f"min_fraction must lie in [0, 1), got {min_fraction!r}")
+    data = NiftiSlices([str(p) for p in real_subject_paths()], size, axis=2)
+    usable = []
+    for i, (f_idx, frame, z) in enumerate(data.items):
+        if frame == 0:
+            plane = data.volume(f_idx, frame)[:, :, z]
+            if (plane > 0.1).sum() >= min_fraction * max(plane.shape) ** 2:
+                usable.append(data[i])
+    return torch.stack(usable)
 
 
 class BrainTemplates:

@@ -5,8 +5,8 @@ Held-out sets (never used for training or tuning, :mod:`invsolve.datasets.brain`
 
 - (a) the MNI152 band ``z >= 125`` (axial slices, deformed and re-contrasted), ``BrainSlices(split="heldout")``;
 - (b) real subjects of other contrasts: nibabel's EPI ``example4d.nii.gz`` (first frame) and T1 ``anatomical.nii``,
-  axial slices with at least 15% of the pixels above 0.1 after the percentile window, resized to the prior's grid
-  (:class:`invsolve.datasets.training_data.NiftiSlices`).
+  the 49 axial slices of :func:`invsolve.datasets.brain.subject_slices` (at least 15% of the square above 0.1 after
+  the percentile window), resized to the prior's grid.
 
 Denoising: ``y = x + sigma n`` (seeded), PSNR (data range 1) of ``D(y, sigma)`` per image, mean and standard
 deviation. TV: ``deepinv.models.TVDenoiser`` with its weight tuned per sigma on the tuning split. The shipped
@@ -29,25 +29,12 @@ import torch
 
 from evaluate_prior import samples_figure, tv_denoise_tuned
 from invsolve._atomic import write_text_atomic
-from invsolve.datasets.brain import BrainSlices, BrainTemplates, real_subject_paths
-from invsolve.datasets.training_data import NiftiSlices
+from invsolve.datasets.brain import BrainSlices, BrainTemplates, subject_slices
 from invsolve.metrics import psnr
-from invsolve.priors.default import load_shipped_prior, shipped_prior_path
+from invsolve.priors.default import load_shipped_prior
 from invsolve.priors.edm import EDMPrior
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def real_subject_slices(size: int, min_fraction: float = 0.15) -> torch.Tensor:
-    """Axial slices of nibabel's two real brains with enough anatomy, ``(N, 1, size, size)``."""
-    slices = []
-    for path in real_subject_paths():
-        data = NiftiSlices([str(path)], size, axis=2)
-        for i in range(len(data)):
-            image = data[i]
-            if float((image > 0.1).float().mean()) >= min_fraction:
-                slices.append(image)
-    return torch.stack(slices)
 
 
 def denoise_all(prior: EDMPrior, y: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -81,10 +68,10 @@ def markdown(rows, args, seconds: float, sample_seconds: float) -> str:
         body.append(f"| {r['set']} | {r['sigma']:g} | {r['n']} | " + " | ".join(cells) + " |")
     return "\n".join([
         "# Brain prior: denoising on held-out brains and samples", "",
-        f"Prior: `{args.prior or shipped_prior_path('brain')}`. Held-out (a): {args.n_images} slices of "
+        f"Prior: `{args.prior or 'invsolve/weights/brain_prior.pt (shipped)'}`. Held-out (a): {args.n_images} slices of "
         "`BrainSlices(split='heldout', seed=0)` (the MNI152 band z >= 125, never in training). Held-out (b): axial "
-        "slices of nibabel's real EPI (`example4d.nii.gz`, first frame) and T1 (`anatomical.nii`) with at least 15% of "
-        "the pixels above 0.1, percentile-windowed and resized to 64x64. TV weights tuned per sigma on "
+        "slices of nibabel's real EPI (`example4d.nii.gz`, first frame) and T1 (`anatomical.nii`) (`subject_slices`: "
+        "at least 15% of the square above 0.1), percentile-windowed and resized to 64x64. TV weights tuned per sigma on "
         f"{args.n_tune} slices of the tuning split. PSNR (dB, data range 1), mean ± std over images; noise seeds "
         f"{args.noise_seed}+k.", "", *head, *body, "",
         "## Unconditional samples", "", f"![samples]({args.out_png.name})", "",
@@ -118,7 +105,7 @@ def main(argv=None) -> int:
     heldout = BrainSlices(size, split="heldout", seed=0, templates=templates)
     tuning = BrainSlices(size, split="tuning", seed=0, templates=templates)
     sets = {"(a) MNI152 band": torch.stack([heldout[i] for i in range(args.n_images)]),
-            "(b) real subjects": real_subject_slices(size)}
+            "(b) real subjects": subject_slices(size)}
     tune = torch.stack([tuning[i] for i in range(args.n_tune)])
     priors = {"brain prior": prior, "ellipse prior (default)": load_shipped_prior("default")}
     rows = table(sets, priors, tune, args.sigmas, args.noise_seed)

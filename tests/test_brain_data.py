@@ -15,6 +15,7 @@ from invsolve.datasets.brain import (
     BrainTemplates,
     brain_slice,
     real_subject_paths,
+    subject_slices,
 )
 from invsolve.datasets.training_data import build_training_data
 
@@ -77,6 +78,35 @@ def test_bad_arguments_are_refused(templates):
 def test_training_source_and_real_subjects():
     assert isinstance(build_training_data("brain", 16, seed=0), BrainSlices)
     assert all(p.is_file() for p in real_subject_paths())
+
+
+def test_real_subject_slices_are_the_usable_ones_of_both_brains():
+    """Set (b): both real brains contribute, every kept slice holds anatomy, the set does not depend on the size."""
+    small, large = subject_slices(16), subject_slices(64)
+    assert small.shape[1:] == (1, 16, 16) and large.shape[1:] == (1, 64, 64) and len(small) == len(large)
+    assert len(large) == 24 + 25  # the EPI's first frame (24 slices) and the T1 (25): all hold enough anatomy
+    assert float(large.min()) >= 0 and float(large.max()) <= 1
+    assert all(float((s > 0.1).float().mean()) > 0.1 for s in large)
+    assert 0 < len(subject_slices(16, min_fraction=0.5)) < len(large)  # a stricter rule drops the caps
+    with pytest.raises(ValueError, match="min_fraction"):
+        subject_slices(16, min_fraction=1.5)
+
+
+def test_a_study_runs_on_real_subjects(tmp_path):
+    from invsolve.pipeline.items import list_items
+    from invsolve.study import parse_config, run_study
+
+    config = parse_config({"dataset": {"kind": "brain", "split": "subjects", "count": 2}, "operators": ["ct:views=8"],
+                           "samplers": ["baseline"], "figures": False})
+    assert [i.group for i in list_items(config.dataset)] == ["brain-subjects-0000", f"brain-subjects-{len(subject_slices(16)) - 1:04d}"]
+    report = run_study(config, tmp_path / "study", progress=False)
+    assert report.n_cases == 2 and all(r["psnr"] > 5 for r in report.rows)
+    with pytest.raises(ValueError, match="seed"):
+        parse_config({"dataset": {"kind": "brain", "split": "subjects", "seed": 1}, "operators": ["ct:views=8"],
+                      "samplers": ["baseline"]})
+    with pytest.raises(ValueError, match="exceeds"):
+        list_items(parse_config({"dataset": {"kind": "brain", "split": "subjects", "count": 500},
+                                 "operators": ["ct:views=8"], "samplers": ["baseline"]}).dataset)
 
 
 def test_a_study_runs_on_held_out_brains(tmp_path):

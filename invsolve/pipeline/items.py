@@ -88,7 +88,10 @@ def list_items(dataset) -> list[ItemRef]:
         items = [ItemRef(kind, f"phantom-s{seed}-{i:04d}", 0) for i in range(dataset.get("count", 20))]
     elif kind == "brain":
         split, seed = dataset.get("split", "heldout"), dataset.get("seed", 0)
-        items = [ItemRef(kind, f"brain-{split}-s{seed}-{i:04d}", 0) for i in range(dataset.get("count", 20))]
+        if split == "subjects":
+            items = [ItemRef(kind, f"brain-subjects-{i:04d}", 0) for i in _subject_indices(dataset.get("count"))]
+        else:
+            items = [ItemRef(kind, f"brain-{split}-s{seed}-{i:04d}", 0) for i in range(dataset.get("count", 20))]
     elif kind == "shepp-logan":
         items = [ItemRef(kind, "shepp-logan", 0)]
     elif kind == "images":
@@ -106,6 +109,19 @@ def list_items(dataset) -> list[ItemRef]:
         raise ValueError(f"unknown dataset kind {kind!r}")
     limit = dataset.get("max_items")
     return items[:limit] if limit else items
+
+
+def _subject_indices(count: int | None) -> list[int]:
+    """``count`` of the real-subject slices (:func:`~invsolve.datasets.brain.subject_slices`), evenly spaced over
+    both subjects; all of them when ``count`` is ``None``."""
+    from invsolve.datasets.brain import subject_slices
+
+    n = len(subject_slices(16))
+    if count is None:
+        return list(range(n))
+    if count > n:
+        raise ValueError(f"dataset.count {count} exceeds the {n} usable real-subject slices")
+    return sorted({int(round(i)) for i in np.linspace(0, n - 1, count)})
 
 
 def _nifti_items(dataset) -> list[ItemRef]:
@@ -204,12 +220,19 @@ def load_image(ref: ItemRef, size: int, resize: str = "none", *, plane: str = "a
     elif ref.kind == "brain":
         from invsolve.datasets.brain import BrainSlices, BrainTemplates
 
-        _, split, seed, index = ref.group.split("-")
         cache = volumes if volumes is not None else {}
-        if "brain-templates" not in cache:
-            cache["brain-templates"] = BrainTemplates()
-        templates = cache["brain-templates"]
-        image = BrainSlices(size, split=split, seed=int(seed[1:]), templates=templates)[int(index)][0]
+        if ref.group.startswith("brain-subjects-"):
+            from invsolve.datasets.brain import subject_slices
+
+            if ("brain-subjects", size) not in cache:
+                cache["brain-subjects", size] = subject_slices(size)
+            image = cache["brain-subjects", size][int(ref.group.rsplit("-", 1)[1]), 0]
+        else:
+            _, split, seed, index = ref.group.split("-")
+            if "brain-templates" not in cache:
+                cache["brain-templates"] = BrainTemplates()
+            templates = cache["brain-templates"]
+            image = BrainSlices(size, split=split, seed=int(seed[1:]), templates=templates)[int(index)][0]
     elif ref.kind == "shepp-logan":
         from invsolve.datasets import shepp_logan
 

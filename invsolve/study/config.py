@@ -18,7 +18,8 @@ figures: true                      # one PNG per case (truth, mean, std, error) 
 
 Phantom datasets take ``count``, ``seed`` (the stream; default the held-out evaluation stream)
 and ``size`` (default: the prior's); brain datasets (:mod:`invsolve.datasets.brain`) ``count``, ``seed`` and
-``split`` (``heldout``, the default, or ``tuning``); NIfTI datasets ``volume`` (index or ``all`` for 4D files),
+``split`` (``heldout``, the default; ``tuning``; or ``subjects``, the real-subject slices of
+:func:`~invsolve.datasets.brain.subject_slices`, evenly spaced when ``count`` is given, all without it); NIfTI datasets ``volume`` (index or ``all`` for 4D files),
 ``plane`` (axial, coronal, sagittal) and ``percentiles`` (intensity window mapped to [0, 1]).
 Every field is checked here, before any case runs; a mistake names the field.
 """
@@ -131,9 +132,12 @@ def _dataset(raw: Any) -> DatasetSpec:
     if kind == "brain":
         from invsolve.datasets.brain import SPLITS
 
-        if options.get("split", "heldout") not in SPLITS[1:]:
-            raise ValueError(f"study config: dataset.split must be 'heldout' or 'tuning' (training images are not "
-                             f"for evaluation), got {options.get('split')!r}")
+        split = options.get("split", "heldout")
+        if split not in (*SPLITS[1:], "subjects"):
+            raise ValueError(f"study config: dataset.split must be 'heldout', 'tuning' or 'subjects' (training images "
+                             f"are not for evaluation), got {options.get('split')!r}")
+        if split == "subjects" and "seed" in options:
+            raise ValueError("study config: dataset.seed has no meaning for split 'subjects' (fixed real slices)")
         seed = options.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
             raise ValueError(f"study config: dataset.seed must be an integer in [0, 2**31), got {seed!r}")
