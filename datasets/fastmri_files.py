@@ -145,6 +145,8 @@ def _info(f: h5py.File, path: Path) -> tuple[FastMRIInfo, bytes]:
         raise ValueError(f"{path}: kspace must be (slices, H, W) or (slices, coils, H, W), got {shape}")
     if ks.dtype.kind != "c":
         raise ValueError(f"{path}: kspace must be complex, got dtype {ks.dtype}")
+    if ks.shape[0] == 0 or 0 in ks.shape[1:]:
+        raise ValueError(f"{path}: kspace is empty (shape {ks.shape}); a file needs at least one slice of data")
     multicoil = ks.ndim == 4
     key = TARGET_KEYS["multicoil" if multicoil else "singlecoil"]
     target_key = key if key in f else None
@@ -199,6 +201,10 @@ def read_fastmri(path: PathLike, slices: int | slice | Sequence[int] | None = No
         info, header = _info(f, Path(path))
         idx = _indices(slices, info.n_slices)
         kspace = _read(f["kspace"], idx).astype(np.complex64, copy=False)
+        bad = ~np.isfinite(kspace).reshape(len(idx), -1).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{path}: kspace of slice(s) {[i for i, b in zip(idx, bad) if b]} holds NaN/Inf values; "
+                             "k-space to reconstruct must be finite")
         target = _read(f[info.target_key], idx).astype(np.float32, copy=False) if info.target_key else None
         mask = np.asarray(f["mask"]) if info.has_mask else None
     return FastMRIVolume(kspace, target, info, header, mask, tuple(idx))

@@ -407,7 +407,7 @@ def build_training_data(source: str, size: int, *, seed: int = 0, path: str | No
         return BrainSlices(size, split="train", seed=seed, **options)
     if source in ("nifti", "fastmri"):
         if path is None:
-            raise ValueError(f"source {source!r} needs a path (a folder or file)")
+            raise ValueError(f"source {source!r} needs data_path (--data-path: a folder or file)")
         cls = NiftiSlices if source == "nifti" else FastMRISlices
         return cls(path, size, **options)
     raise ValueError(f"source must be one of {SOURCES}, got {source!r}")

@@ -100,6 +100,9 @@ def reconstruct_file(
     from tqdm.auto import tqdm
 
     source, out = Path(input_path), Path(out)
+    if source.is_dir():
+        raise ValueError(f"input {source} is a folder; expected one file (NIfTI .nii / .nii.gz, fastMRI .h5 "
+                                "or an image); run a study to reconstruct a folder")
     if not source.is_file():
         raise FileNotFoundError(f"input {source} does not exist")
     kind = _input_kind(source)

@@ -278,8 +278,9 @@ def train(config: TrainConfig | dict[str, Any], *, callback: Callable[[TrainStep
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
     device = torch.device(config.device)
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(config.out_dir)  # created only once the data, the network and any initial weights are accepted
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir {out} exists and is not a folder")
     ckpt_path, prior_path, log_path = out / CHECKPOINT_NAME, out / PRIOR_NAME, out / LOSS_LOG_NAME
 
     dataset = _dataset(config)
@@ -315,6 +316,7 @@ def train(config: TrainConfig | dict[str, Any], *, callback: Callable[[TrainStep
         torch.manual_seed(config.seed)  # dropout draws from the global generator
         if config.init_from is not None:
             _load_initial_weights(config.init_from, prior_cfg, model, ema)
+        out.mkdir(parents=True, exist_ok=True)
         _rewrite_loss_log(log_path, [])
     write_text_atomic(out / CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
 

@@ -106,3 +106,59 @@ def test_a_result_appears_whole_or_not_at_all(tmp_path, monkeypatch):
                               resize="prior", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.nii", "r_std.nii"]
     assert len(report.outputs) == 3
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--width", "33"], "width"),
+    (["--source", "nifti"], "data_path"),
+    (["--init-from", "no-such-prior.pt"], "init_from"),
+])
+def test_train_prior_errors_leave_no_output_folder(capsys, tmp_path, extra, message):
+    out = tmp_path / "run"
+    err = _error(capsys, ["train-prior", "--out", str(out), "--steps", "1", "--quiet", *extra])
+    assert message in err and not out.exists()
+
+
+def _damaged_inputs(tmp_path):
+    """Files whose messages used to mislead (a NaN voxel read as a noise level, an empty file as a stack error...)."""
+    import h5py
+    import nibabel as nib
+    import numpy as np
+
+    from invsolve.datasets.fastmri_files import ismrmrd_header
+
+    volume = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    nan_voxel, inf_voxel = volume.copy(), volume.copy()
+    nan_voxel[3, 3, 1], inf_voxel[0, 0, 0] = np.nan, np.inf
+    for name, data in (("nan.nii", nan_voxel), ("inf.nii", inf_voxel), ("allnan.nii", np.full_like(volume, np.nan))):
+        nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / name)
+    kspace = (np.ones((2, 2, 64, 64)) + 0j).astype(np.complex64)
+    kspace[1, 0, 3, 3] = np.nan
+    for name, data in (("nan.h5", kspace), ("empty.h5", kspace[:0])):
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("kspace", data=data)
+            f.create_dataset("ismrmrd_header", data=ismrmrd_header((64, 64), (64, 64), n_coils=2, n_slices=2))
+    (tmp_path / "folder").mkdir()
+
+
+@pytest.mark.parametrize("name, operator, message", [
+    ("nan.nii", "ct:views=8", "1 NaN/Inf voxel"),
+    ("inf.nii", "ct:views=8", "1 NaN/Inf voxel"),
+    ("allnan.nii", "ct:views=8", "768 NaN/Inf voxel"),
+    ("nan.h5", "mri:acceleration=4", r"slice\(s\) \[1\] holds NaN/Inf"),
+    ("empty.h5", "mri:acceleration=4", "kspace is empty"),
+    ("folder", "ct:views=8", "is a folder; expected one file"),
+])
+def test_damaged_inputs_are_named_with_what_is_wrong(capsys, tmp_path, name, operator, message):
+    import re
+
+    _damaged_inputs(tmp_path)
+    out = tmp_path / ("r.nii" if name.endswith(".nii") else "r.h5")
+    err = _error(capsys, ["reconstruct", str(tmp_path / name), "--out", str(out), "--operator", operator,
+                          "--sampler", "baseline", "--resize", "--quiet"])
+    assert re.search(message, err) and name in err and not out.exists(), err
+
+
+def test_absurd_noise_levels_are_refused_at_the_spec():
+    with pytest.raises(ValueError, match=r"noise.*\[0, 100\]"):
+        parse_operator_spec("ct:views=8,noise=1e300")

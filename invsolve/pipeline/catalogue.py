@@ -52,6 +52,8 @@ MRI_MASKS = ("equispaced", "random", "variable-density", "variance", "active", "
 #: Training phantoms whose k-space variance defines the ``variance`` mask (the default prior's stream).
 VARIANCE_MASK_TRAINING = {"seed": 0, "count": 256}
 DEFAULT_NOISE = 0.01
+#: Largest relative noise level a spec may ask for (noise 100x the signal: a measurement of noise alone).
+MAX_NOISE = 100.0
 
 
 def magnitude(z: torch.Tensor) -> torch.Tensor:
@@ -156,8 +158,8 @@ def parse_operator_spec(spec: str | Mapping[str, Any] | OperatorSpec) -> Operato
             raise ValueError(f"operator {kind!r} needs {name}=... (e.g. {entry.example})")
         else:
             params[name] = default
-    if not (0 <= params["noise"] < math.inf):
-        raise _bad(kind, params, "noise", "a finite number >= 0")
+    if not (0 <= params["noise"] <= MAX_NOISE):
+        raise _bad(kind, params, "noise", f"a number in [0, {MAX_NOISE:g}] (noise std relative to the data's RMS)")
     entry.check(params)
     return OperatorSpec(kind, tuple(params.items()))
 

@@ -265,6 +265,10 @@ def _nifti_volume(path: str, volume: int | None, percentiles: tuple[float, float
     from invsolve.datasets.nifti import intensity_window, read_nifti, slice_axis
 
     vol = read_nifti(path, volume=volume)
+    bad = int(np.count_nonzero(~np.isfinite(vol.data)))
+    if bad:
+        where = f"{path}" if volume is None else f"{path} (volume {volume})"
+        raise ValueError(f"{where}: {bad} NaN/Inf voxel(s); a volume to reconstruct must hold finite values only")
     lo, hi = intensity_window(vol.data, percentiles)
     if not hi > lo:
         hi = lo + 1.0
