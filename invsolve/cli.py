@@ -7,6 +7,7 @@ line on stderr and exit code 2; library code never prints, progress goes to tqdm
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 
@@ -259,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, IndexError, ImportError) as err:
         # Raised by argument validation in the library: the message names the argument.
         print(f"invsolve {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        print(f"invsolve {args.command}: error: {err.strerror or err}{where}; nothing partial was kept: free space "
+              "or fix the permissions and rerun the same command (studies resume where they stopped)", file=sys.stderr)
         return 2
 
 

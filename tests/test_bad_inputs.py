@@ -162,3 +162,28 @@ def test_damaged_inputs_are_named_with_what_is_wrong(capsys, tmp_path, name, ope
 def test_absurd_noise_levels_are_refused_at_the_spec():
     with pytest.raises(ValueError, match=r"noise.*\[0, 100\]"):
         parse_operator_spec("ct:views=8,noise=1e300")
+
+
+def test_a_full_disk_during_a_study_is_one_line_and_the_rerun_completes(capsys, tmp_path, monkeypatch):
+    import errno
+
+    import yaml
+
+    import invsolve.study.runner as runner
+
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump({**BASE, "dataset": {"kind": "phantoms", "count": 2}, "figures": False}))
+    real, calls = runner._save_case, []
+
+    def full_disk(out, record, *args, **kwargs):
+        calls.append(record["case_id"])
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out / "cases" / record["case_id"]))
+        return real(out, record, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_save_case", full_disk)
+    err = _error(capsys, ["study", str(config), "--out", str(tmp_path / "out"), "--quiet"])
+    assert "No space left on device" in err and "rerun the same command" in err
+    monkeypatch.setattr(runner, "_save_case", real)
+    assert main(["study", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert len(list((tmp_path / "out" / "cases").glob("*.json"))) == 2

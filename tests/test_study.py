@@ -134,6 +134,30 @@ def test_resume_after_interruption_runs_each_case_once(tmp_path):
     assert (again.ran, again.skipped) == (0, 4) and _rows(out) == rows
 
 
+def test_a_damaged_study_folder_is_repaired_on_resume(tmp_path):
+    """A truncated case record, a missing arrays file and a truncated manifest: the rerun recomputes those cases,
+    names what it repaired in the log, and keeps every intact case."""
+    out, config = tmp_path / "out", parse_config(SMALL)
+    run_study(config, out, progress=False)
+    ids = [c.case_id for c in enumerate_cases(config)]
+    record = out / "cases" / f"{ids[0]}.json"
+    record.write_text(record.read_text()[:40])
+    (out / "cases" / f"{ids[1]}.npz").unlink()
+    (out / "manifest.json").write_text('{"fingerprint": "ab')
+    report = run_study(config, out, progress=False)
+    assert (report.ran, report.skipped) == (2, 2)
+    assert [r["case_id"] for r in _rows(out)] == ids
+    repairs = [json.loads(line) for line in (out / "logs" / "rank0.jsonl").read_text().splitlines()
+               if '"repair"' in line]
+    assert sorted(r["case_id"] for r in repairs) == sorted(ids[:2])
+    assert any("missing" in r["problem"] for r in repairs) and any("JSONDecodeError" in r["problem"] for r in repairs)
+    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == config.fingerprint
+    (out / "manifest.json").write_text("[")
+    (out / "config.yaml").write_text("config: {}\n")
+    with pytest.raises(ValueError, match="manifest.json is damaged"):
+        run_study(config, out, progress=False)
+
+
 def test_output_folder_rules(tmp_path):
     out = tmp_path / "out"
     run_study(parse_config(SMALL), out, progress=False)

@@ -27,6 +27,7 @@ import platform
 import shutil
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +92,39 @@ def prepare_output(out: Path, config: StudyConfig, *, overwrite: bool, n_cases: 
         unlock(lock)
 
 
+def _stored_manifest(out: Path, config: StudyConfig) -> dict:
+    """The study folder's manifest; a damaged one is recovered from ``config.yaml`` when that names this config."""
+    manifest_path = out / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if isinstance(manifest, dict):
+            return manifest
+        problem = "it does not hold a mapping"
+    except ValueError as err:
+        problem = f"{type(err).__name__}: {err}"
+    try:
+        import yaml
+
+        stored = yaml.safe_load((out / "config.yaml").read_text())
+        same = isinstance(stored, dict) and stored.get("canonical") == config.canonical()
+    except (OSError, ValueError, yaml.YAMLError):
+        same = False
+    if same:  # the same study: its manifest is rewritten, its finished cases are kept
+        return {"fingerprint": config.fingerprint}
+    raise ValueError(f"{manifest_path} is damaged ({problem}) and {out / 'config.yaml'} does not name this config; "
+                     "pass --overwrite to start the study afresh in this folder, or choose another folder")
+
+
 def _prepare_output(out: Path, config: StudyConfig, *, overwrite: bool, n_cases: int, world_size: int) -> None:
     manifest_path = out / "manifest.json"
+    old: dict = {}
     if manifest_path.is_file():
-        old = json.loads(manifest_path.read_text())
+        try:
+            old = _stored_manifest(out, config)
+        except ValueError:
+            if not overwrite:
+                raise
+            old = {"fingerprint": None}  # damaged and not this config's: replaced below
         if old.get("fingerprint") != config.fingerprint:
             if not overwrite:
                 raise FileExistsError(
@@ -117,10 +147,7 @@ def _prepare_output(out: Path, config: StudyConfig, *, overwrite: bool, n_cases:
                 "seeds": {"config_seeds": list(config.seeds),
                           "policy": "mask_seed = seed; noise and sampler seeds hash the case identity "
                                     "(see invsolve.study.cases); each case record lists its three seeds"}}
-    if manifest_path.is_file():
-        manifest["first_started"] = json.loads(manifest_path.read_text()).get("first_started", manifest["started"])
-    else:
-        manifest["first_started"] = manifest["started"]
+    manifest["first_started"] = old.get("first_started", manifest["started"])
     write_text_atomic(manifest_path, json.dumps(manifest, indent=2))
 
 
@@ -196,6 +223,36 @@ def _log(path: Path, event: dict) -> None:
         f.flush()
 
 
+def case_is_complete(out: Path, case_id: str, log: Path | None = None) -> bool:
+    """Whether ``cases/<case_id>.json`` and its ``.npz`` are both there and readable.
+
+    A damaged case (a truncated or foreign record, an arrays file missing or unreadable; a crash or a full disk
+    outside our atomic writes, or a hand edit) is removed, logged and reported as not done, so it is computed again.
+    """
+    record_path, arrays_path = out / "cases" / f"{case_id}.json", out / "cases" / f"{case_id}.npz"
+    if not record_path.is_file():
+        return False
+    problem = None
+    try:
+        record = json.loads(record_path.read_text())
+        if not isinstance(record, dict) or record.get("case_id") != case_id:
+            problem = "its record is not this case's"
+        else:
+            with np.load(arrays_path) as arrays:
+                arrays.files  # reads the archive's directory
+    except FileNotFoundError:
+        problem = f"{arrays_path.name} is missing"
+    except (ValueError, OSError, zipfile.BadZipFile) as err:  # json.JSONDecodeError is a ValueError
+        problem = f"unreadable ({type(err).__name__}: {err})"
+    if problem is None:
+        return True
+    record_path.unlink(missing_ok=True)
+    arrays_path.unlink(missing_ok=True)
+    if log is not None:
+        _log(log, {"event": "repair", "case_id": case_id, "problem": problem, "time": time.time()})
+    return False
+
+
 def _save_case(out: Path, record: dict, arrays: dict[str, np.ndarray], figure: bool) -> None:
     with atomic_path(out / "cases" / f"{record['case_id']}.npz") as tmp:
         with open(tmp, "wb") as f:
@@ -237,7 +294,7 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, overwrit
         bar = tqdm(mine, desc=f"study (rank {workers.rank})" if workers.world_size > 1 else "study",
                    disable=not progress, position=workers.rank)
         def done(case: Case) -> bool:
-            return (out / "cases" / f"{case.case_id}.json").is_file()
+            return case_is_complete(out, case.case_id, log)
 
         def compute(case: Case) -> bool:
             """Run ``case`` under its lock; False when another live process holds it."""
