@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 import torch
 
-from invsolve._atomic import atomic_path
+from invsolve._atomic import atomic_h5
 from invsolve._validation import require_nonnegative_number, require_positive_number
 
 __all__ = [
@@ -313,7 +313,7 @@ def write_fastmri(
     if tgt is not None:
         file_attrs.update(max=float(tgt.max()), norm=float(np.linalg.norm(tgt)))
     file_attrs.update(attrs or {})
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         f.create_dataset("ismrmrd_header", data=header, dtype=h5py.string_dtype("utf-8"))
         f.create_dataset("kspace", data=ks.astype(np.complex64, copy=False))
         if tgt is not None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-from invsolve._atomic import atomic_path
+from invsolve._atomic import atomic_h5
 from invsolve.datasets.fastmri_files import TARGET_KEYS, PathLike, as_numpy, open_h5, refuse_existing
 
 __all__ = ["evaluate_folder", "volume_metrics", "write_submission"]
@@ -31,7 +30,7 @@ def write_submission(folder: PathLike, name: str, reconstruction: np.ndarray | t
         raise ValueError(f"reconstruction must be real (slices, h, w), got {rec.dtype} {rec.shape}")
     path = Path(folder) / name
     refuse_existing(path, overwrite)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_h5(path) as f:
         f.create_dataset("reconstruction", data=rec.astype(np.float32))
     return path
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -30,6 +32,23 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_h5(target: str | os.PathLike) -> Iterator[Any]:
+    """Yield a new HDF5 file (``h5py.File``) built in memory; on success it is written to ``target`` atomically.
+
+    HDF5 writes from C, also while an object is being garbage-collected: a disk error there (a full disk) ends in
+    "Exception ignored" noise and a segmentation fault at exit. Built in memory, the file reaches the disk in one
+    Python write, where a full disk is an ordinary ``OSError`` and the temporary file is removed.
+    """
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        yield f
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 @contextlib.contextmanager

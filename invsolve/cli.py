@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invsolve {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS):
             raise
         where = f" ({err.filename})" if err.filename else ""
         print(f"invsolve {args.command}: error: {err.strerror or err}{where}; nothing partial was kept: free space "

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invsolve._atomic import atomic_group, atomic_path
+from invsolve._atomic import atomic_group, atomic_h5, atomic_path
 from invsolve.metrics import nmse, psnr, ssim
 from invsolve.pipeline.catalogue import parse_operator_spec
 from invsolve.pipeline.items import IMAGE_SUFFIXES, ItemRef, list_items, restore_geometry
@@ -214,13 +214,10 @@ def _write_outputs(kind: str, items: list[ItemRef], records: list[dict], stack: 
     if suffix in NIFTI_SUFFIXES:
         return _write_nifti(items, records, stack, dataset, mean_path, std_path)
     if suffix == ".h5":
-        import h5py
-
-        with atomic_path(mean_path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("reconstruction", data=stack["mean"].astype(np.float32))
-                f.create_dataset("reconstruction_std", data=stack["std"].astype(np.float32))
-                f.attrs["slices"] = [r["item"] for r in records]
+        with atomic_h5(mean_path) as f:
+            f.create_dataset("reconstruction", data=stack["mean"].astype(np.float32))
+            f.create_dataset("reconstruction_std", data=stack["std"].astype(np.float32))
+            f.attrs["slices"] = [r["item"] for r in records]
         return [mean_path]
     from skimage.io import imsave
 

@@ -187,3 +187,26 @@ def test_a_full_disk_during_a_study_is_one_line_and_the_rerun_completes(capsys, 
     monkeypatch.setattr(runner, "_save_case", real)
     assert main(["study", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert len(list((tmp_path / "out" / "cases").glob("*.json"))) == 2
+
+
+def test_a_disk_error_while_writing_hdf5_is_one_line_not_a_crash(tmp_path):
+    """A write limit (as a full disk) hit while the .h5 output is written: HDF5 used to crash at exit (SIGSEGV)."""
+    import resource
+    import subprocess
+    import sys
+
+    from invsolve.datasets.fastmri_files import write_synthetic_dataset
+
+    (source,) = write_synthetic_dataset(tmp_path / "in", n_volumes=1, n_slices=4, size=64, n_coils=8, seed=0)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def limit_file_size():  # a file may not grow past 60 kB (the output needs ~130 kB); Python ignores SIGXFSZ
+        resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+    run = subprocess.run([sys.executable, "-m", "invsolve", "reconstruct", str(source), "--out", str(out / "r.h5"),
+                          "--operator", "mri:acceleration=4", "--sampler", "baseline", "--quiet"],
+                         preexec_fn=limit_file_size, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert len(run.stderr.strip().splitlines()) == 1 and "File too large" in run.stderr
+    assert list(out.iterdir()) == []

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from invsolve._atomic import atomic_path, write_text_atomic
+from invsolve._atomic import atomic_h5, atomic_path, write_text_atomic
 
 COLUMNS = ("case_id", "dataset", "item", "group", "slice", "volume", "operator", "prior", "method", "seed",
            "psnr", "ssim", "nmse", "mean_std", "nfe", "seconds", "rank", "mask_seed", "noise_seed",
@@ -129,16 +129,13 @@ def write_volume_outputs(out: Path, records: list[dict], dataset) -> list[dict]:
 
 
 def _write_target(path: Path, target: np.ndarray, challenge: str) -> None:
-    import h5py
-
     if path.is_file():
         return
     key = "reconstruction_rss" if challenge == "multicoil" else "reconstruction_esc"
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(key, data=target.astype(np.float32))
-            f.attrs["max"] = float(target.max())
-            f.attrs["norm"] = float(np.linalg.norm(target))
+    with atomic_h5(path) as f:
+        f.create_dataset(key, data=target.astype(np.float32))
+        f.attrs["max"] = float(target.max())
+        f.attrs["norm"] = float(np.linalg.norm(target))
 
 
 def _write_nifti_volume(folder: Path, recs: list[dict], stacks: dict[str, np.ndarray], dataset) -> None:
