@@ -167,7 +167,8 @@ def reconstruct_file(
                 "reference": "fully sampled k-space" if kind == "fastmri" else "input",
                 "slices": [{k: r[k] for k in ("item", "psnr", "ssim", "nmse", "mean_std", "nfe", "seconds",
                                               "noise_seed", "sampler_seed", "scale", "acquisition_order",
-                                              "settings_source") if k in r}
+                                              "settings_source", "acceleration", "center_columns", "sigma_y",
+                                              "sigma_from_file") if k in r}
                            for r in records],
                 "versions": versions()}
         if _suffix(out) == ".png":

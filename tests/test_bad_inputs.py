@@ -210,3 +210,21 @@ def test_a_disk_error_while_writing_hdf5_is_one_line_not_a_crash(tmp_path):
     assert run.returncode == 2, run.stderr[-2000:]
     assert len(run.stderr.strip().splitlines()) == 1 and "File too large" in run.stderr
     assert list(out.iterdir()) == []
+
+
+def test_plain_8x_works_on_64_column_multicoil_kspace(capsys, tmp_path):
+    """fastMRI's 8x pair (centre fraction 0.04) leaves 3 central columns at width 64, too few for coil maps: the
+    default centre is widened to the calibration minimum; another centre fraction is used as given."""
+    import json
+
+    from invsolve.datasets.fastmri_files import write_synthetic_dataset
+
+    (source,) = write_synthetic_dataset(tmp_path, n_volumes=1, n_slices=1, size=64, n_coils=4, seed=0)
+    out = tmp_path / "r.h5"
+    assert main(["reconstruct", str(source), "--out", str(out), "--operator", "mri:acceleration=8",
+                 "--sampler", "baseline", "--quiet"]) == 0
+    (record,) = json.loads(out.with_suffix(".json").read_text())["slices"]
+    assert record["center_columns"] >= 4 and 6.5 < record["acceleration"] < 8.0
+    err = _error(capsys, ["reconstruct", str(source), "--out", str(tmp_path / "s.h5"), "--operator",
+                          "mri:acceleration=8,center_fraction=0.03", "--sampler", "baseline", "--quiet"])
+    assert "center_fraction" in err and "at least 4" in err

@@ -296,7 +296,7 @@ def _mri_check(p: dict) -> None:
     if not p["acceleration"] >= 1:
         raise _bad("mri", p, "acceleration", ">= 1")
     if p["center_fraction"] == "auto":
-        p["center_fraction"] = round(0.32 / p["acceleration"], 6)
+        p["center_fraction"] = default_center_fraction(p["acceleration"])
     else:
         try:
             p["center_fraction"] = float(p["center_fraction"])
@@ -308,6 +308,24 @@ def _mri_check(p: dict) -> None:
         raise _bad("mri", p, "mask", " or ".join(repr(m) for m in MRI_MASKS))
     if p["coils"] < 0:
         raise _bad("mri", p, "coils", ">= 0")
+
+
+def default_center_fraction(acceleration: float) -> float:
+    """fastMRI's pairing, ``0.32 / acceleration`` (4x: 0.08, 8x: 0.04)."""
+    return round(0.32 / acceleration, 6)
+
+
+def with_calibration_columns(spec: OperatorSpec, columns: torch.Tensor, minimum: int) -> torch.Tensor:
+    """``columns`` with at least ``minimum`` contiguous central columns when the spec's centre fraction is the
+    default (at 64 columns fastMRI's 8x pair leaves 3, too few to estimate coil maps); any other
+    ``center_fraction`` is used as given (and refused downstream when it leaves too few)."""
+    if spec["mask"] == "active" or spec["center_fraction"] != default_center_fraction(spec["acceleration"]):
+        return columns
+    width = columns.numel()
+    pad = (width - minimum + 1) // 2  # fastMRI's centre convention (covers column W // 2)
+    widened = columns.clone()
+    widened[pad:pad + minimum] = True
+    return widened
 
 
 def mri_columns(spec: OperatorSpec, width: int, seed: int, cache: SetupCache | None = None) -> torch.Tensor:
