@@ -14,7 +14,14 @@ from invsolve._validation import require_floating, require_nonnegative_number, r
 
 
 class NoiseModel(abc.ABC):
-    """``y ~ p(y | A x)``: draws measurements and scores them."""
+    """``y ~ p(y | A x)``: draws measurements and scores them.
+
+    ``model_is_exact`` is False when the operator is only an approximation of how the data arose (measured k-space
+    through estimated coil maps), so that the misfit at the truth exceeds the noise; samplers that weigh the data by
+    the noise level alone need it True (:class:`~invsolve.samplers.declaration.Need` ``EXACT_MODEL``).
+    """
+
+    model_is_exact: bool = True
 
     @abc.abstractmethod
     def sample(self, Ax: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -47,8 +54,9 @@ class GaussianNoise(NoiseModel):
     :attr:`is_noiseless` and project or normalise the residual instead.
     """
 
-    def __init__(self, sigma: float) -> None:
+    def __init__(self, sigma: float, *, model_is_exact: bool = True) -> None:
         self.sigma = require_nonnegative_number("sigma", sigma)
+        self.model_is_exact = bool(model_is_exact)
 
     @property
     def is_noiseless(self) -> bool:

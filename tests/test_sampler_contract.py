@@ -36,7 +36,7 @@ def gaussian_prior(shape=(1, N, N)) -> GaussianPrior:
     return GaussianPrior(torch.full((d,), 0.5), torch.tensor(0.05), shape=shape)
 
 
-def image_problem(*, linear=True, gaussian=True, exact_prior=True):
+def image_problem(*, linear=True, gaussian=True, exact_prior=True, exact_model=True):
     truth = torch.rand(1, 1, N, N, generator=gen(1))
     if linear:
         op = Inpainting.random((1, N, N), 0.5, gen(2))
@@ -44,7 +44,7 @@ def image_problem(*, linear=True, gaussian=True, exact_prior=True):
     else:
         op = FourierMagnitude((1, N, N), oversampling=2.0)
         clean = op.A(truth)
-    noise = GaussianNoise(0.05) if gaussian else PoissonNoise(50.0)
+    noise = GaussianNoise(0.05, model_is_exact=exact_model) if gaussian else PoissonNoise(50.0)
     y = noise.sample(clean, gen(3)) if gaussian else noise.sample(clean.abs(), gen(3))
     prior = gaussian_prior()
     if not exact_prior:
@@ -86,6 +86,8 @@ def lacking(need: Need):
         return image_problem()
     if need is Need.EXACT_PRIOR:
         return image_problem(exact_prior=False)
+    if need is Need.EXACT_MODEL:
+        return image_problem(exact_model=False)
     return None  # every linear operator has an SVD; latent / token priors: a plain prior lacks them too
 
 

@@ -176,6 +176,34 @@ def test_pigdm_conjugate_gradient_path_matches_the_dense_path():
     torch.testing.assert_close(a.samples.reshape(4, 1, 16), b.samples, rtol=1e-7, atol=1e-7)
 
 
+class _TallMatrix(MatrixOperator):
+    """A matrix operator that hides its matrix from PiGDM's dense path, so that CG runs."""
+
+    def __getattr__(self, name):
+        if name == "matrix":
+            raise AttributeError(name)
+        return super().__getattr__(name)
+
+    def _forward(self, x):
+        return x @ self._buffers["matrix"].T
+
+    def _adjoint(self, y):
+        return y @ self._buffers["matrix"]
+
+
+def test_pigdm_image_space_path_matches_the_dense_path_for_tall_operators():
+    """More measurements than unknowns (as multi-coil MRI): CG runs in image space (push-through identity)."""
+    prior = GaussianPrior(torch.zeros(6, dtype=F64), torch.eye(6, dtype=F64) * 0.7)
+    base = torch.randn(3, 6, generator=gen(60), dtype=F64)
+    matrix = torch.cat([base, 0.5 * base, torch.randn(3, 6, generator=gen(61), dtype=F64) * 1e-3])  # rank-deficient
+    y = torch.randn(1, 9, generator=gen(62), dtype=F64)
+    a = pigdm(Measurement(_TallMatrix(matrix), GaussianNoise(1e-3), y), prior, steps=8, n_samples=4,
+              generator=gen(63), cg_tol=1e-14, cg_max_iter=500, data_variance=0.7)
+    b = pigdm(Measurement(MatrixOperator(matrix), GaussianNoise(1e-3), y), prior, steps=8, n_samples=4,
+              generator=gen(63), data_variance=0.7)
+    torch.testing.assert_close(a.samples, b.samples, rtol=1e-6, atol=1e-6)
+
+
 def test_dps_works_with_a_nonlinear_operator_and_any_prior():
     base = image_prior()
     prior = DenoiserPrior(lambda x, s: base.denoise(x, s), base.shape, sigma_min=2e-3, sigma_max=80.0)

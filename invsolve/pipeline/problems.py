@@ -153,7 +153,7 @@ def kspace_problem(data: KspaceData, spec: OperatorSpec, *, mask_seed: int, devi
         sigma, source = data.noise_std / math.sqrt(2) / scale, 1.0  # per real component
     else:
         sigma, source = estimate_kspace_noise(undersampled, mask[0]) / scale, 0.0
-    noise = GaussianNoise(max(sigma, 1e-6))
+    noise = GaussianNoise(max(sigma, 1e-6), model_is_exact=False)  # estimated coil maps: see Need.EXACT_MODEL
     full = torch.view_as_real(data.kspace).permute(3, 0, 1, 2)[None].contiguous().to(device) / scale
     active = ActiveMeasurement(ColumnAcquisition((h, w), maps, device=device), full, noise, columns,
                                active_budget(spec, w) if spec.is_active else None)

@@ -18,8 +18,9 @@ this is exact (``x0_hat`` is linear and ``p(x0 | x_sigma)`` is exactly ``N(x0_ha
 so PiGDM then samples the exact posterior up to the discretisation error.
 
 Needs a linear operator (adjoint) and Gaussian noise. The system is solved densely when the
-operator holds its matrix (``MatrixOperator``) and by conjugate gradients otherwise; it is
-well posed at ``sigma_y = 0`` whenever ``A A^T`` is invertible.
+operator holds its matrix (``MatrixOperator``) and by conjugate gradients otherwise, in the smaller of
+measurement and image space (:func:`make_guidance`); it is well posed at ``sigma_y = 0`` whenever ``A A^T``
+is invertible.
 """
 
 from __future__ import annotations
@@ -44,46 +45,60 @@ def pigdm_r2(sigma: float, data_variance: float) -> float:
     return sigma**2 * data_variance / (sigma**2 + data_variance)
 
 
-def make_solver(operator: LinearOperator, sigma_y: float, *, cg_max_iter: int, cg_tol: float):
-    """``solve(r2, rhs) = (r2 A A^T + sigma_y^2 I)^-1 rhs`` for ``rhs (B, *y_shape)``."""
+def make_guidance(operator: LinearOperator, sigma_y: float, *, cg_max_iter: int, cg_tol: float):
+    """``guide(r2, v) = A^T (r2 A A^T + sigma_y^2 I)^-1 v`` for residuals ``v (B, *y_shape)``: an image.
+
+    Solved densely when the operator holds a matrix of at most 4096 rows; otherwise by conjugate gradients in the
+    smaller of the two spaces. In measurement space when ``y`` has no more entries than ``x``; in image space
+    otherwise, by the push-through identity ``A^T (r2 A A^T + s^2 I)^-1 = (r2 A^T A + s^2 I)^-1 A^T``. The
+    second matters for multi-coil MRI of a real image: there ``A A^T`` is singular on most of measurement space
+    (the coil-redundant and imaginary parts), the residual lies largely there, and a float32 CG solve amplifies
+    it by ``1 / sigma_y^2`` before ``A^T`` removes it; in image space ``A^T`` removes it first (a brain fastMRI
+    file, 8 coils, 4x, 50 steps: 1.7 dB in measurement space, 22.2 dB in image space, zero-filled 20.5 dB; the
+    sampler still refuses such data, whose model is inexact: ``Need.EXACT_MODEL``). On simulated 8-coil data both
+    converge to the same result (42.8 dB at 100 CG iterations), image space sooner (42.3 dB at 10).
+    """
     mat = getattr(operator, "matrix", None)
     if isinstance(mat, torch.Tensor) and mat.dim() == 2 and mat.shape[0] <= 4096:
         gram = mat @ mat.T
         eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
 
-        def solve(r2: float, rhs: torch.Tensor) -> torch.Tensor:
+        def guide_dense(r2: float, v: torch.Tensor) -> torch.Tensor:
             system = r2 * gram + sigma_y**2 * eye
-            return torch.linalg.solve(system, rhs.reshape(rhs.shape[0], -1).T.to(gram.dtype)).T.reshape(
-                rhs.shape).to(rhs.dtype)
+            u = torch.linalg.solve(system, v.reshape(v.shape[0], -1).T.to(gram.dtype)).T.reshape(v.shape)
+            return operator.A_adjoint(u.to(v.dtype))
 
-        return solve
+        return guide_dense
 
-    def solve(r2: float, rhs: torch.Tensor) -> torch.Tensor:
-        return conjugate_gradient(
-            lambda v: r2 * operator.A(operator.A_adjoint(v)) + sigma_y**2 * v, rhs, max_iter=cg_max_iter, tol=cg_tol
-        )
+    def guide_in_measurement_space(r2: float, v: torch.Tensor) -> torch.Tensor:
+        u = conjugate_gradient(lambda w: r2 * operator.A(operator.A_adjoint(w)) + sigma_y**2 * w, v,
+                               max_iter=cg_max_iter, tol=cg_tol)
+        return operator.A_adjoint(u)
 
-    return solve
+    def guide_in_image_space(r2: float, v: torch.Tensor) -> torch.Tensor:
+        return conjugate_gradient(lambda w: r2 * operator.A_adjoint(operator.A(w)) + sigma_y**2 * w,
+                                  operator.A_adjoint(v), max_iter=cg_max_iter, tol=cg_tol)
+
+    larger_y = math.prod(operator.y_shape) > math.prod(operator.x_shape)
+    return guide_in_image_space if larger_y else guide_in_measurement_space
 
 
 def pigdm_denoiser(
     measurement: Measurement,
     prior: Prior,
-    solve,
+    guide,
     *,
     data_variance: float,
     guidance_scale: float,
 ) -> Callable[[torch.Tensor, float], torch.Tensor]:
     """The guided denoiser ``D_y(x, sigma) = x0_hat + guidance_scale * sigma^2 * g`` (eq. 7-8 + Tweedie)."""
-    op = measurement.operator
 
     def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             x0 = prior.denoise(xg, sigma)
             resid = measurement.residual(x0.detach())
-            u = solve(pigdm_r2(sigma, data_variance), resid)
-            (g,) = torch.autograd.grad(x0, xg, grad_outputs=op.A_adjoint(u))
+            (g,) = torch.autograd.grad(x0, xg, grad_outputs=guide(pigdm_r2(sigma, data_variance), resid))
         return x0.detach() + (guidance_scale * sigma**2) * g
 
     return denoise
@@ -112,15 +127,15 @@ def pigdm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, si
     positive_int(cg_max_iter, "cg_max_iter")
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
                 callback=callback)
-    solve = make_solver(op, sigma_y, cg_max_iter=cg_max_iter, cg_tol=cg_tol)
-    denoise = pigdm_denoiser(run.measurement, prior, solve, data_variance=data_variance,
+    guide = make_guidance(op, sigma_y, cg_max_iter=cg_max_iter, cg_tol=cg_tol)
+    denoise = pigdm_denoiser(run.measurement, prior, guide, data_variance=data_variance,
                              guidance_scale=guidance_scale)
     x, nfe = integrate(denoise, run.initial_noise(), run.sigmas, method=method, generator=generator,
                        eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, callback=callback)
     return run.output(x, nfe=nfe, method=method, data_variance=data_variance)
 
 
-DECLARATION = SamplerDeclaration("pigdm", pigdm, default_steps=50, needs={Need.LINEAR, Need.GAUSSIAN_NOISE},
+DECLARATION = SamplerDeclaration("pigdm", pigdm, default_steps=50, needs={Need.LINEAR, Need.GAUSSIAN_NOISE, Need.EXACT_MODEL},
                                  label="PiGDM", demo_position=2,
                                  ranges={"eta": UNIT, "data_variance": POSITIVE, "guidance_scale": NONNEGATIVE,
                                          "s_churn": NONNEGATIVE, "s_tmin": NONNEGATIVE, "s_tmax": Range(0),

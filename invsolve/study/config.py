@@ -219,6 +219,9 @@ def parse_config(raw: Any, *, steps: int | None = None, seed: int | None = None)
     if dataset.kind == "fastmri" and any(o.kind != "mri" for o in operators):
         raise ValueError("study config: fastMRI data hold k-space, so every operator must be 'mri', got "
                          f"{[o.kind for o in operators]}")
+    exact_only = [s.name for s in samplers if Need.EXACT_MODEL in s.needs]
+    if dataset.kind == "fastmri" and exact_only:
+        raise ValueError(f"study config: {', '.join(exact_only)} needs {Need.EXACT_MODEL.value}")
     return StudyConfig(
         dataset=dataset,
         operators=operators,
