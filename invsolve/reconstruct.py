@@ -155,6 +155,10 @@ def reconstruct_file(
         stack = {name: np.stack([a[name] for a in arrays]) for name in ("mean", "std", "truth")}
     metrics = {"psnr": psnr(stack["truth"], stack["mean"]), "ssim": ssim(stack["truth"], stack["mean"]),
                "nmse": nmse(stack["truth"], stack["mean"])}
+    scoring = {"grid": f"the prior's {stack['truth'].shape[-2]}x{stack['truth'].shape[-1]} grid",
+               "data_range": "the reference's maximum (fastMRI)"}
+    if kind == "nifti":
+        metrics, scoring = _input_grid_metrics(dataset, items, records, stack)
     targets = [p for p in (mean_path, std_path) if p is not None]
     with atomic_group([*targets, sidecar]) as staged:  # all files of the result appear together or not at all
         written = _write_outputs(kind, items, records, stack, dataset, staged[mean_path],
@@ -163,7 +167,7 @@ def reconstruct_file(
         outputs = [final[w] for w in written]
         side = {"input": str(source), "outputs": [str(p) for p in outputs], "operator": op_spec.text,
                 "sampler": method.as_dict(), "prior": prior_spec.path or prior_spec.name, "seed": seed,
-                "device": device, "metrics_vs_reference": metrics,
+                "device": device, "metrics_vs_reference": metrics, "metrics_scored_on": scoring,
                 "reference": "fully sampled k-space" if kind == "fastmri" else "input",
                 "slices": [{k: r[k] for k in ("item", "psnr", "ssim", "nmse", "mean_std", "nfe", "seconds",
                                               "noise_seed", "sampler_seed", "scale", "acquisition_order",
@@ -176,6 +180,39 @@ def reconstruct_file(
                                   "std": [0.0, float(np.nanmax(stack["std"]))]}
         staged[sidecar].write_text(json.dumps(side, indent=1))
     return ReconstructionReport(outputs + [sidecar], metrics, records)
+
+
+def _input_grid_metrics(dataset: DatasetSpec, items: list[ItemRef], records: list[dict],
+                        stack: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, str]]:
+    """Scores of NIfTI slices on the input's own grid: every reconstructed slice mapped back (un-resampled,
+    un-padded, un-windowed) against the input's voxels clipped to the intensity window, data range = the window's
+    width (what the README's "against the input in its percentile window" means)."""
+    from invsolve.datasets.nifti import read_nifti, slice_axis, to_slices
+
+    truths, means, windows = [], [], set()
+    volumes: dict = {}
+    for item, record, mean in zip(items, records, stack["mean"]):
+        key = (item.path, item.volume)
+        if key not in volumes:
+            vol = read_nifti(item.path, volume=item.volume)
+            volumes[key] = to_slices(vol.data, slice_axis(vol, dataset.get("plane", "axial")))
+        lo, hi = record["window"]
+        windows.add((lo, hi))
+        truths.append(np.clip(volumes[key][item.index, 0].numpy().astype(np.float64), lo, hi) - lo)
+        plane = np.asarray(mean, dtype=np.float64)
+        restored = restore_geometry(torch.from_numpy(plane.reshape(plane.shape[-2:])),
+                                    tuple(record["original_shape"])).numpy()
+        means.append(restored * (hi - lo))
+    truth, mean = np.stack(truths), np.stack(means)
+    width = max(hi - lo for lo, hi in windows)
+    metrics = {"psnr": psnr(truth, mean, data_range=width), "ssim": ssim(truth, mean, data_range=width),
+               "nmse": nmse(truth, mean)}
+    low, high = dataset.get("percentiles", (0.5, 99.5))
+    return metrics, {"grid": f"the input's own voxels ({truth.shape[1]}x{truth.shape[2]} per slice, "
+                             f"{len(truth)} slices)",
+                     "data_range": f"the width of the input's [{low:g}, {high:g}] percentile window "
+                                   f"({width:.6g}); the reference is the input clipped to that window",
+                     "per_slice": "the slices' own scores are on the prior's grid (data range: their maximum)"}
 
 
 def _reconstruct_volume(runner: CaseRunner, cases: list[Case], dataset: DatasetSpec

@@ -45,6 +45,28 @@ def test_nifti_volume_keeps_affine_and_header(tmp_path, capsys):
     assert sidecar["operator"].startswith("ct:views=16") and len(sidecar["slices"]) == 25  # axial = 3rd axis (LAS)
 
 
+def test_nifti_scores_are_on_the_input_grid_in_its_window(tmp_path, capsys):
+    """The sidecar's metrics are the written volume against the input clipped to its percentile window (range:
+    the window's width), recomputed here from the files alone; the sidecar says so."""
+    from invsolve.datasets.nifti import intensity_window
+    from invsolve.metrics import psnr
+
+    out = tmp_path / "recon.nii"
+    assert main(["reconstruct", str(ANATOMICAL), "--out", str(out), "--operator", "ct:views=16", "--sampler", "tv",
+                 "--resize", "--quiet"]) == 0
+    sidecar = json.loads((tmp_path / "recon.json").read_text())
+    source = np.asarray(nib.load(ANATOMICAL).dataobj, dtype=np.float64)
+    lo, hi = intensity_window(source, (0.5, 99.5))
+    written = np.asarray(nib.load(out).dataobj, dtype=np.float64)
+    expected = psnr(np.moveaxis(np.clip(source, lo, hi) - lo, 2, 0), np.moveaxis(written - lo, 2, 0),
+                    data_range=hi - lo)
+    assert sidecar["metrics_vs_reference"]["psnr"] == pytest.approx(expected, abs=0.01)
+    assert "input's own voxels (33x41" in sidecar["metrics_scored_on"]["grid"]
+    assert "[0.5, 99.5] percentile window" in sidecar["metrics_scored_on"]["data_range"]
+    prior_grid = np.mean([s["psnr"] for s in sidecar["slices"]])
+    assert prior_grid > sidecar["metrics_vs_reference"]["psnr"]  # the padded background flattered the old score
+
+
 def test_4d_nifti_needs_a_volume(tmp_path, capsys):
     out = str(tmp_path / "r.nii.gz")
     err = _error(capsys, ["reconstruct", str(EPI_4D), "--out", out, "--operator", "inpainting:fraction=0.5",
