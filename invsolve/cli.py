@@ -188,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"a sampler ({', '.join(_sampler_names())}; those needing a volume take NIfTI volumes) or "
                      "the classical baseline / tv (default: dps)")
     rec.add_argument("--steps", type=int, default=None, help="sampler steps (default: the sampler's demo setting)")
-    rec.add_argument("--samples", type=int, default=4, help="posterior samples (particles) per slice (default: 4)")
+    rec.add_argument("--samples", type=int, default=4,
+                     help="posterior samples (particles) per slice, or per volume for samplers of volumes; each sample "
+                          "is a full run, so the cost grows with it (mbir3d: 4 samples = 4 DiffusionMBIR runs); the "
+                          "std output is their spread: with 1 sample it is undefined and written as NaN (default: 4)")
     rec.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="a sampler setting (repeatable), e.g. --set lam_xy=4e-4 for mbir3d or --set zeta=0.5 for dps")
     rec.add_argument("--seed", type=int, default=0, help="seeds the mask, the noise and the sampler (default: 0)")
