@@ -105,7 +105,7 @@ def open_h5(path: PathLike) -> Iterator[h5py.File]:
     with f:
         try:
             yield f
-        except (OSError, KeyError) as err:  # h5py raises these for corrupt datasets
+        except (OSError, KeyError, RuntimeError) as err:  # h5py raises these for corrupt files and datasets
             raise ValueError(f"{path}: not a readable HDF5 file ({err})") from err
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import logging
 import math
 import zlib
 from collections.abc import Iterator, Sequence
@@ -96,14 +97,23 @@ def _nifti_path(path: str | Path) -> Path:
     return path
 
 
+_NIBABEL_LOG = logging.getLogger("nibabel.global")
+
+
 @contextlib.contextmanager
 def _readable(path: Path) -> Iterator[None]:
+    """Reading errors as one ``ValueError`` naming the file; nibabel's own header log lines are held back meanwhile
+    (a damaged header is reported in that error, not as extra lines on stderr)."""
+    level = _NIBABEL_LOG.level
+    _NIBABEL_LOG.setLevel(logging.CRITICAL + 1)
     try:
         yield
     except PermissionError:
         raise
     except _READ_ERRORS as exc:
         raise ValueError(f"{path} is not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    finally:
+        _NIBABEL_LOG.setLevel(level)
 
 
 def _inspect(path: str | Path) -> tuple[Path, nib.Nifti1Header, tuple[int, ...]]:

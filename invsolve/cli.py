@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: object) -> str:
+    """The message on one line (messages passed on from other libraries may hold line breaks)."""
+    return " ".join(str(err).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -258,18 +263,19 @@ def main(argv: list[str] | None = None) -> int:
             require_device(args.device, "--device")
         return args.func(args)
     except UserError as err:
-        print(f"invsolve {args.command}: error: {err}", file=sys.stderr)
+        print(f"invsolve {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, IndexError, ImportError) as err:
         # Raised by argument validation in the library: the message names the argument.
-        print(f"invsolve {args.command}: error: {err}", file=sys.stderr)
+        print(f"invsolve {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS):
             raise
         where = f" ({err.filename})" if err.filename else ""
-        print(f"invsolve {args.command}: error: {err.strerror or err}{where}; nothing partial was kept: free space "
-              "or fix the permissions and rerun the same command (studies resume where they stopped)", file=sys.stderr)
+        print(f"invsolve {args.command}: error: {_one_line(err.strerror or err)}{where}; nothing partial was kept: "
+              "free space or fix the permissions and rerun the same command (studies resume where they stopped)",
+              file=sys.stderr)
         return 2
 
 
