@@ -78,6 +78,26 @@ def output_paths(out: Path) -> tuple[Path, Path | None, Path]:
     return out, std, out.with_name(f"{stem}.json")
 
 
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Refuse, before any work, an output folder that cannot be created or written: a file on its path, or a
+    location without write permission (probed by creating and removing a temporary file)."""
+    import tempfile
+
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        made = "" if existing == folder else f", so the folder {folder} cannot be made"
+        raise ValueError(f"{what}: {existing} is a file, not a folder{made}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what}: cannot write into {existing} ({err.strerror or err})") from None
+
+
 def reconstruct_file(
     input_path: str | Path,
     out: str | Path,
@@ -112,6 +132,9 @@ def reconstruct_file(
     for path in (mean_path, std_path, sidecar):
         if path is not None and path.exists() and not overwrite:
             raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
+        if path is not None and path.is_dir():
+            raise ValueError(f"output {path} is a folder; name a file (--overwrite replaces files, not folders)")
+    check_writable_folder(out.parent, "--out")
     options: dict[str, Any] = {"path": str(source), "resize": resize}
     if kind in ("nifti", "fastmri"):
         options["slices"] = slices

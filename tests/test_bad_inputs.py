@@ -228,3 +228,39 @@ def test_plain_8x_works_on_64_column_multicoil_kspace(capsys, tmp_path):
     err = _error(capsys, ["reconstruct", str(source), "--out", str(tmp_path / "s.h5"), "--operator",
                           "mri:acceleration=8,center_fraction=0.03", "--sampler", "baseline", "--quiet"])
     assert "center_fraction" in err and "at least 4" in err
+
+
+@pytest.mark.parametrize("where, message", [
+    ("file/r.nii", "is a file, not a folder"),
+    ("file/sub/r.nii", "so the folder"),
+    ("folder.nii", "is a folder; name a file"),
+])
+def test_output_locations_are_checked_before_any_work(capsys, tmp_path, monkeypatch, where, message):
+    from nibabel.testing import data_path
+
+    import invsolve.study.runner as runner
+
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder.nii").mkdir()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a case ran before the output location was checked")
+
+    monkeypatch.setattr(runner.CaseRunner, "run", no_work)
+    err = _error(capsys, ["reconstruct", f"{data_path}/anatomical.nii", "--out", str(tmp_path / where),
+                          "--operator", "ct:views=8", "--sampler", "baseline", "--resize", "--overwrite", "--quiet"])
+    assert message in err
+
+
+def test_a_refused_prior_file_ends_a_study_before_anything_is_written(capsys, tmp_path):
+    import yaml
+
+    torch.save({"x": 1}, tmp_path / "bad.pt")
+    for prior, message in (({"path": str(tmp_path / "bad.pt"), "name": "x"}, "not an invsolve EDM prior"),
+                           ({"path": str(tmp_path / "none.pt")}, "does not exist")):
+        config = tmp_path / "study.yaml"
+        config.write_text(yaml.safe_dump({**BASE, "priors": [prior], "samplers": ["dps"]}))
+        err = _error(capsys, ["study", str(config), "--out", str(tmp_path / "out"), "--quiet"])
+        assert message in err and not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="a prior is 'default', a path or"):
+        parse_config({**BASE, "priors": [{"file": "x.pt"}]})

@@ -158,7 +158,7 @@ def _check_slices(slices: Any) -> None:
 def _prior(raw: Any) -> PriorSpec:
     from invsolve.priors.default import SHIPPED
 
-    if raw in SHIPPED:
+    if isinstance(raw, str) and raw in SHIPPED:
         return PriorSpec(raw)  # a shipped prior by name
     if isinstance(raw, str):
         return PriorSpec(Path(raw).stem, raw)

@@ -284,12 +284,15 @@ def run_study(config: StudyConfig | str | Path, out_dir: str | Path, *, overwrit
     try:
         dev = workers.device(device or config.device)
         cases = enumerate_cases(config)
+        runner = CaseRunner(config.dataset, dev)
+        for prior in config.priors:  # a refused prior file ends the study before anything is written
+            runner.prior(prior)
         if workers.is_main:
             prepare_output(out, config, overwrite=overwrite, n_cases=len(cases), world_size=workers.world_size)
         workers.barrier()
         (out / "logs").mkdir(exist_ok=True)
         log = out / "logs" / f"rank{workers.rank}.jsonl"
-        runner, ran, skipped = CaseRunner(config.dataset, dev), 0, 0
+        ran, skipped = 0, 0
         mine = shard(cases, workers.rank, workers.world_size)
         bar = tqdm(mine, desc=f"study (rank {workers.rank})" if workers.world_size > 1 else "study",
                    disable=not progress, position=workers.rank)
