@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
+import shlex
 from collections import defaultdict
 from pathlib import Path
 
@@ -62,6 +64,29 @@ def paired_table(rows: list[dict], reference: str) -> list[str]:
     return lines
 
 
+def best_against_reference(rows: list[dict], reference: str) -> list[str]:
+    """Per operator: the posterior sampler of highest mean PSNR, RED-Diff, and each one's paired difference to the
+    reference (the issue's targets are read off this table)."""
+    lines = [f"| operator | best sampler | best - {reference} (dB) | red-diff - {reference} (dB) |",
+             "|---|---|---:|---:|"]
+    for op in sorted(dict.fromkeys(r["operator"] for r in rows)):
+        mine = [r for r in rows if r["operator"] == op]
+        ref = {r["item"]: float(r["psnr"]) for r in mine if r["method"].split(" ")[0] == reference}
+        methods = defaultdict(dict)
+        for r in mine:
+            if r["method"].split(" ")[0] not in ("baseline", reference):
+                methods[r["method"]][r["item"]] = float(r["psnr"])
+
+        def diff(method: str) -> str:
+            pairs = [v - ref[i] for i, v in methods[method].items() if i in ref]
+            return format_interval(pairs) if len(pairs) > 1 else "-"
+
+        best = max(methods, key=lambda m: sum(methods[m].values()) / len(methods[m]))
+        red = next((m for m in methods if m.startswith("red-diff")), None)
+        lines.append(f"| {op} | {best} | {diff(best)} | {diff(red) if red else '-'} |")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path, help="a study output folder (with results.csv)")
@@ -70,13 +95,25 @@ def main(argv=None) -> int:
     parser.add_argument("--title", default="Quality bar")
     parser.add_argument("--command", default="", help="the command that ran the study (recorded)")
     parser.add_argument("--note", action="append", default=[], help="a paragraph under the table (repeatable)")
+    parser.add_argument("--group", action="append", default=[], metavar="NAME=REGEX",
+                        help="also a table of the items whose name matches REGEX, titled NAME (repeatable)")
     args = parser.parse_args(argv)
     rows = read_rows(args.study)
     if not rows:
         raise SystemExit(f"{args.study} holds no finished case")
-    text = "\n".join([f"# {args.title}", "", *paired_table(rows, args.reference), "", *args.note,
-                      "", "Commands:", "", "```", args.command,
-                      f"python experiments/paired_report.py {args.study} --out {args.out}", "```", ""])
+    sections = ["## Best posterior sampler and RED-Diff against the reference", "",
+                *best_against_reference(rows, args.reference), ""]
+    for group in args.group:
+        name, _, pattern = group.partition("=")
+        members = [r for r in rows if re.search(pattern, r["item"])]
+        if not members:
+            raise SystemExit(f"--group {group!r} matches no item")
+        sections += [f"## {name} ({len({r['item'] for r in members})} items)", "",
+                     *paired_table(members, args.reference), "", *best_against_reference(members, args.reference), ""]
+    groups = "".join(f" --group {shlex.quote(g)}" for g in args.group)
+    text = "\n".join([f"# {args.title}", "", *paired_table(rows, args.reference), "", *args.note, "", *sections,
+                      "Commands:", "", "```", args.command,
+                      f"python experiments/paired_report.py {args.study} --out {args.out}{groups}", "```", ""])
     write_text_atomic(args.out, text)
     print(text)
     return 0
