@@ -27,6 +27,8 @@ class Measurement:
         require_tensor("y", y)
         require_floating("y", y)
         operator.check_y(y, "y")
+        if y.shape[0] == 0:
+            raise ValueError("y holds no measurement (batch size 0)")
         if y.device != operator.device and any(True for _ in operator.buffers()):
             raise ValueError(f"y is on {y.device} but the operator is on {operator.device}")
         require_finite("y", y)
@@ -79,6 +81,7 @@ class Measurement:
 
     def data_fidelity(self, x: torch.Tensor) -> torch.Tensor:
         """``||y - A(x)||^2 / 2`` per batch item (unweighted by the noise level)."""
+        require_finite("x", x)
         r = self.residual(x)
         return 0.5 * r.reshape(r.shape[0], -1).square().sum(dim=1)
 
@@ -88,10 +91,12 @@ class Measurement:
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(y | x)`` per batch item, shape ``(B,)``."""
+        require_finite("x", x)
         return self.noise.log_likelihood(self._y_for(x), self.operator.A(x))
 
     def grad_log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """``grad_x log p(y | x)``: the adjoint for linear operators, the autograd VJP otherwise."""
+        require_finite("x", x)
         Ax = self.operator.A(x)
         g = self.noise.grad_log_likelihood(self._y_for(x), Ax)
         return self.operator.vjp(x, g)

@@ -165,6 +165,14 @@ def reconstruct_file(
     if _suffix(out) == ".png" and len(items) != 1:
         raise ValueError(f"PNG output holds one slice but the input has {len(items)}; pass --slices middle "
                          "(or one index) or write .h5 / .nii.gz")
+    if _suffix(out) in NIFTI_SUFFIXES and slices not in ("all", None):
+        from invsolve.datasets.nifti import n_volumes, read_nifti, slice_axis
+
+        header = read_nifti(source, volume=None if n_volumes(source) == 1 else 0)
+        n = header.shape[slice_axis(header, plane)]
+        if len(items) != n * len({i.volume for i in items}):
+            raise ValueError(f"NIfTI output holds whole volumes ({n} slices each) but --slices {slices!r} selects "
+                             f"{len(items)}; drop --slices or write .h5")
     runner = CaseRunner(dataset, torch.device(device))
     cases = [Case(item, op_spec, prior_spec, method, seed) for item in items]
     if volumetric:

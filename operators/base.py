@@ -113,9 +113,11 @@ class Operator(nn.Module, abc.ABC):
             )
         own = self.dtype
         if own is not None and t.dtype != own:
+            supported = " (operators work in float32 and float64)" if t.dtype not in (torch.float32,
+                                                                                     torch.float64) else ""
             raise TypeError(
-                f"{name} has dtype {t.dtype} but {type(self).__name__} holds {own}; "
-                f"convert one of them (e.g. operator.to({t.dtype}))"
+                f"{name} has dtype {t.dtype} but {type(self).__name__} holds {own}; convert it "
+                f"({name}.to({own})){supported}"
             )
         self._fast_dtype = own
 

@@ -264,3 +264,36 @@ def test_a_refused_prior_file_ends_a_study_before_anything_is_written(capsys, tm
         assert message in err and not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="a prior is 'default', a path or"):
         parse_config({**BASE, "priors": [{"file": "x.pt"}]})
+
+
+def test_measurements_refuse_an_empty_batch_nan_images_and_say_which_cast_works():
+    from invsolve import GaussianNoise, Measurement
+    from invsolve.pipeline.problems import simulated_problem
+
+    problem = simulated_problem(torch.rand(1, 1, 32, 32), parse_operator_spec("mri:acceleration=4"), mask_seed=0,
+                                noise_seed=1)
+    meas = problem.measurement
+    with pytest.raises(ValueError, match="batch size 0"):
+        Measurement(meas.operator, GaussianNoise(0.1), meas.y[:0])
+    nan_image = torch.full((1, 1, 32, 32), float("nan"))
+    for method in (meas.log_likelihood, meas.grad_log_likelihood, meas.data_fidelity):
+        with pytest.raises(ValueError, match="x"):
+            method(nan_image)
+    with pytest.raises(TypeError, match=r"y.to\(torch.float32\)") as err:
+        Measurement(meas.operator, GaussianNoise(0.1), meas.y.half())
+    assert "float32 and float64" in str(err.value)
+    Measurement(meas.operator, GaussianNoise(0.1), meas.y.half().to(torch.float32))  # the advice works, for MRI too
+
+
+def test_a_slice_subset_into_nifti_output_is_refused_before_any_work(capsys, tmp_path, monkeypatch):
+    from nibabel.testing import data_path
+
+    import invsolve.study.runner as runner
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a case ran before the slice selection was checked")
+
+    monkeypatch.setattr(runner.CaseRunner, "run", no_work)
+    err = _error(capsys, ["reconstruct", f"{data_path}/anatomical.nii", "--out", str(tmp_path / "r.nii.gz"),
+                          "--operator", "ct:views=8", "--sampler", "dps", "--slices", "0", "--resize", "--quiet"])
+    assert "holds whole volumes (25 slices each)" in err and not list(tmp_path.iterdir())
