@@ -137,7 +137,25 @@ def _inspect(path: str | Path) -> tuple[Path, nib.Nifti1Header, tuple[int, ...]]
             f"{path} holds {len(shape)}D data of shape {full}; only 3D volumes and 4D series "
             "(4th axis = volumes) are supported"
         )
+    _check_stored_size(path, header, shape)
     return path, header, shape
+
+
+def _check_stored_size(path: Path, header: nib.Nifti1Header, shape: tuple[int, ...]) -> None:
+    """Refuse a header that claims more voxel data than the file holds, before anything is allocated (a plain
+    file's size; a gzip file's recorded uncompressed size, modulo 2**32 as gzip stores it)."""
+    needed = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
+    if path.name.endswith(".gz"):
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            stored = int.from_bytes(f.read(4), "little")
+        short = needed >= 2**32 or stored < needed  # gzip's size field cannot vouch for more than 4 GiB
+    else:
+        stored = path.stat().st_size
+        short = stored < needed
+    if short:
+        raise ValueError(f"{path} is not a readable NIfTI file: the header claims a {'x'.join(map(str, shape))} "
+                         f"volume ({needed:,} bytes) but the file holds {stored:,} bytes; damaged or truncated")
 
 
 def _slope_inter(header: nib.Nifti1Header) -> tuple[float, float]:

@@ -297,3 +297,21 @@ def test_a_slice_subset_into_nifti_output_is_refused_before_any_work(capsys, tmp
     err = _error(capsys, ["reconstruct", f"{data_path}/anatomical.nii", "--out", str(tmp_path / "r.nii.gz"),
                           "--operator", "ct:views=8", "--sampler", "dps", "--slices", "0", "--resize", "--quiet"])
     assert "holds whole volumes (25 slices each)" in err and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_header_claiming_more_voxels_than_the_file_holds_is_refused_before_allocating(capsys, tmp_path, suffix):
+    import gzip
+    import struct
+
+    import nibabel as nib
+    import numpy as np
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "v.nii")
+    raw = bytearray((tmp_path / "v.nii").read_bytes())
+    struct.pack_into("<8h", raw, 40, 3, 32767, 32767, 32767, 1, 1, 1, 1)  # dim: 32767^3 voxels (~140 TB)
+    source = tmp_path / f"huge{suffix}"
+    source.write_bytes(gzip.compress(bytes(raw)) if suffix == ".nii.gz" else bytes(raw))
+    err = _error(capsys, ["reconstruct", str(source), "--out", str(tmp_path / "r.nii"), "--operator", "ct:views=8",
+                          "--sampler", "baseline", "--resize", "--quiet"])
+    assert "claims a 32767x32767x32767 volume" in err and "not a readable NIfTI file" in err
