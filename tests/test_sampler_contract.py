@@ -68,7 +68,19 @@ def volume_problem():
     return Measurement(op, noise, noise.sample(op.A(truth), gen(3))), gaussian_prior()
 
 
+def latent_problem():
+    """The image problem with a latent prior: a 4-d Gaussian latent through a linear decoder to N x N images."""
+    from invsolve.priors.latent import LatentPrior
+
+    measurement, _ = image_problem()
+    weight = torch.randn(N * N, 4, generator=gen(5)) * 0.2
+    latent = GaussianPrior(torch.zeros(4), torch.tensor(1.0), shape=(4,))
+    return measurement, LatentPrior.linear(latent, weight, torch.full((N * N,), 0.5), (1, N, N))
+
+
 def problem_meeting(needs: frozenset[Need]):
+    if Need.LATENT_PRIOR in needs:
+        return latent_problem()
     if Need.ACTIVE in needs:
         return active_problem()
     if Need.VOLUME in needs:
@@ -88,7 +100,9 @@ def lacking(need: Need):
         return image_problem(exact_prior=False)
     if need is Need.EXACT_MODEL:
         return image_problem(exact_model=False)
-    return None  # every linear operator has an SVD; latent / token priors: a plain prior lacks them too
+    if need is Need.LATENT_PRIOR:
+        return image_problem()  # a plain prior over images
+    return None  # every linear operator has an SVD; token priors: a plain prior lacks them too
 
 
 def run(decl, problem, seed=0):
@@ -146,10 +160,18 @@ def test_samplers_for_fixed_measurements_refuse_an_active_acquisition(name):
         run(DECLARATIONS[name], active_problem())
 
 
+@pytest.mark.parametrize("name", [n for n, d in DECLARATIONS.items() if Need.LATENT_PRIOR not in d.needs])
+def test_image_samplers_refuse_a_latent_prior(name):
+    if DECLARATIONS[name].needs & {Need.ACTIVE, Need.VOLUME, Need.EXACT_PRIOR}:
+        pytest.skip("refuses the problem for another need first")
+    with pytest.raises(ValueError, match="diffuses the latents of an autoencoder"):
+        run(DECLARATIONS[name], latent_problem())
+
+
 @pytest.mark.parametrize("name", [n for n, d in DECLARATIONS.items() if Need.VOLUME not in d.needs])
 def test_image_samplers_refuse_a_volume(name):
-    if Need.ACTIVE in DECLARATIONS[name].needs:
-        pytest.skip("refuses the fixed measurement first")
+    if DECLARATIONS[name].needs & {Need.ACTIVE, Need.LATENT_PRIOR}:
+        pytest.skip("refuses the problem for another need first")
     with pytest.raises(ValueError, match="reconstructs images"):
         run(DECLARATIONS[name], volume_problem())
 

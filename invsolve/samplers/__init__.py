@@ -13,6 +13,7 @@ from invsolve.samplers.dps import dps
 from invsolve.samplers.edm import edm_sample, edm_sigmas, unconditional
 from invsolve.samplers.exact import exact
 from invsolve.samplers.fkc import fkc
+from invsolve.samplers.latent_dps import latent_dps
 from invsolve.samplers.mbir3d import mbir3d
 from invsolve.samplers.output import Posterior, SamplerOutput, StepInfo, weighted_moments
 from invsolve.samplers.pigdm import pigdm
@@ -38,6 +39,7 @@ __all__ = [
     "edm_sigmas",
     "exact",
     "fkc",
+    "latent_dps",
     "mbir3d",
     "pigdm",
     "red_diff",

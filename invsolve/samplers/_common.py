@@ -49,9 +49,10 @@ def check_pair(measurement: Measurement, prior: Prior) -> None:
     if not isinstance(measurement, Measurement):
         raise TypeError(f"measurement must be an invsolve.Measurement, got {type(measurement).__name__}")
     check_prior(prior)
-    if tuple(measurement.x_shape) != tuple(prior.shape):
+    images = tuple(getattr(prior, "image_shape", prior.shape))  # a latent prior decodes to images of this shape
+    if tuple(measurement.x_shape) != images:
         raise ValueError(
-            f"the operator acts on x of shape {measurement.x_shape} but the prior models shape {prior.shape}"
+            f"the operator acts on x of shape {measurement.x_shape} but the prior models shape {images}"
         )
 
 

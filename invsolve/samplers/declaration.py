@@ -210,6 +210,10 @@ class SamplerDeclaration:
         if Need.ACTIVE not in self.needs and isinstance(measurement, ActiveMeasurement):
             raise ValueError(f"sampler {self.name!r} reconstructs from a fixed measurement; this problem is an "
                              "active acquisition (only samplers that choose the mask, e.g. ads, take it)")
+        if Need.LATENT_PRIOR not in self.needs and _has_need(Need.LATENT_PRIOR, measurement, prior):
+            latent = [n for n, d in declarations().items() if Need.LATENT_PRIOR in d.needs]
+            raise ValueError(f"sampler {self.name!r} diffuses images; this prior diffuses the latents of an "
+                             f"autoencoder (samplers for latent priors: {', '.join(latent)})")
         if Need.VOLUME not in self.needs and len(_x_shape(measurement)) == 4 and len(prior.shape) == 3:
             raise ValueError(f"sampler {self.name!r} reconstructs images; this problem is a volume "
                              f"{_x_shape(measurement)} (samplers for volumes: {volume_samplers()})")

@@ -1,0 +1,105 @@
+"""Latent priors: an autoencoder and a diffusion prior over its latents (latent diffusion; Rombach et al., CVPR 2022).
+
+A :class:`LatentPrior` *is* a :class:`~invsolve.priors.base.Prior` over latents ``z`` (its ``shape`` is the latent
+shape, its ``denoise`` the latent prior's, in the EDM sigma convention), and adds the autoencoder: ``encode(x)`` and
+``decode(z)`` between images of ``image_shape`` and latents. Latent samplers (latent DPS, PSLD, STSL) diffuse in
+``z`` and score data through ``decode``; every other sampler refuses it (their measurement acts on images of
+another shape).
+
+A linear decoder ``D(z) = W z + b`` (:meth:`LatentPrior.linear`) with a Gaussian or Gaussian-mixture latent prior
+makes the posterior over ``z`` given ``y = A D(z) + n`` exact (:func:`exact_latent_posterior`): the oracle for
+latent samplers, as the Gaussian priors are for pixel samplers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from invsolve.priors.base import Prior
+
+
+class LatentPrior(Prior):
+    """A prior over latents ``z`` with the autoencoder that maps them to images.
+
+    Args:
+        latent: the diffusion prior over latents (its ``shape`` is the latent shape).
+        encode: images ``(B, *image_shape)`` -> latents ``(B, *latent.shape)`` (a posterior mean, no sampling).
+        decode: latents -> images; differentiable (samplers backpropagate through it).
+        image_shape: the per-item image shape.
+        value_range: of the decoded images.
+    """
+
+    def __init__(self, latent: Prior, encode: Callable[[torch.Tensor], torch.Tensor],
+                 decode: Callable[[torch.Tensor], torch.Tensor], image_shape: tuple[int, ...], *,
+                 value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+        if not isinstance(latent, Prior):
+            raise TypeError(f"latent must be an invsolve Prior over latents, got {type(latent).__name__}")
+        if not callable(encode) or not callable(decode):
+            raise TypeError("encode and decode must be callables (images <-> latents)")
+        self.latent = latent
+        self._encode, self._decode = encode, decode
+        self.shape = tuple(latent.shape)
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.sigma_min, self.sigma_max = latent.sigma_min, latent.sigma_max
+        self.value_range = tuple(value_range)
+        self.linear_decoder: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def linear(cls, latent: Prior, weight: torch.Tensor, bias: torch.Tensor, image_shape: tuple[int, ...]
+               ) -> LatentPrior:
+        """``D(z) = W z + b`` on flattened latents and images (``W`` of shape ``(image size, latent size)``), with
+        the least-squares encoder ``E(x) = W^+ (x - b)``: a latent model whose posterior is exact."""
+        d_x, d_z = weight.shape
+        if d_z != latent_size(latent) or d_x != _numel(image_shape) or bias.shape != (d_x,):
+            raise ValueError(f"weight must be ({_numel(image_shape)}, {latent_size(latent)}) and bias "
+                             f"({_numel(image_shape)},), got {tuple(weight.shape)} and {tuple(bias.shape)}")
+        pinv = torch.linalg.pinv(weight)
+        z_shape, x_shape = tuple(latent.shape), tuple(image_shape)
+
+        def decode(z: torch.Tensor) -> torch.Tensor:
+            return (z.reshape(z.shape[0], -1) @ weight.T + bias).reshape(z.shape[0], *x_shape)
+
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            return ((x.reshape(x.shape[0], -1) - bias) @ pinv.T).reshape(x.shape[0], *z_shape)
+
+        prior = cls(latent, encode, decode, image_shape)
+        prior.linear_decoder = (weight, bias)
+        return prior
+
+    def denoise(self, z: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        return self.latent.denoise(z, sigma)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self._encode(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self._decode(z)
+
+
+def latent_size(prior: Prior) -> int:
+    return _numel(prior.shape)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def exact_latent_posterior(measurement, prior: LatentPrior):
+    """The exact posterior over latents for a linear decoder and a Gaussian / GMM latent prior: ``y = A (W z + b) +
+    n`` is the linear-Gaussian measurement ``y - A b = (A W) z + n`` of ``z``
+    (:func:`invsolve.exact_posterior.exact_posterior` on it). Returns a posterior over flattened latents."""
+    from invsolve.exact_posterior import exact_posterior, operator_matrix
+    from invsolve.measurement import Measurement
+    from invsolve.operators import MatrixOperator
+
+    if prior.linear_decoder is None:
+        raise ValueError("the exact latent posterior needs a linear decoder (LatentPrior.linear)")
+    weight, bias = prior.linear_decoder
+    a = operator_matrix(measurement.operator).to(weight.dtype)
+    y = measurement.y.reshape(measurement.batch_size, -1).to(weight.dtype) - bias @ a.T
+    return exact_posterior(Measurement(MatrixOperator(a @ weight), measurement.noise, y), prior.latent)
