@@ -19,6 +19,7 @@ from invsolve.samplers.output import Posterior, SamplerOutput, StepInfo, weighte
 from invsolve.samplers.pigdm import pigdm
 from invsolve.samplers.particles import ParticleWeights, WeightDegeneracyError
 from invsolve.samplers.red_diff import red_diff
+from invsolve.samplers.stsl import stsl
 from invsolve.samplers.tds import tds
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "mbir3d",
     "pigdm",
     "red_diff",
+    "stsl",
     "tds",
     "unconditional",
 ]
