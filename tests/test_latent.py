@@ -104,3 +104,15 @@ def test_stsl_moves_the_latents_to_the_exact_posterior_and_counts_its_cost():
     assert float((latent_mean - exact).norm()) < 0.3 * float((prior.latent.mean() - exact).norm())  # 0.16 measured
     assert out.nfe == 20 * (5 * 2 + 1) and out.diagnostics["backward_passes"] == 100
     assert out.diagnostics["decoder_calls"] == 101 and out.diagnostics["encoder_calls"] == 1
+
+
+def test_psld_moves_the_latents_to_the_exact_posterior_and_without_gluing_is_latent_dps():
+    meas, prior, _ = linear_latent_problem(sigma_y=0.05)
+    exact = exact_latent_posterior(meas, prior).mean()[0]
+    out = declaration("psld").run(meas, prior, steps=100, n_samples=1000, generator=gen(7), zeta=0.3, gamma=0.05)
+    latent_mean = prior.encode(out.samples.reshape(1000, 6)).mean(0)
+    assert float((latent_mean - exact).norm()) < 0.35 * float((prior.latent.mean() - exact).norm())
+    assert out.diagnostics["encoder_calls"] == 100
+    plain = declaration("psld").run(meas, prior, steps=10, n_samples=3, generator=gen(8), zeta=0.3, gamma=0.0)
+    dps = declaration("latent-dps").run(meas, prior, steps=10, n_samples=3, generator=gen(8), zeta=0.3)
+    torch.testing.assert_close(plain.samples, dps.samples)

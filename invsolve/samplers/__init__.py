@@ -17,6 +17,7 @@ from invsolve.samplers.latent_dps import latent_dps
 from invsolve.samplers.mbir3d import mbir3d
 from invsolve.samplers.output import Posterior, SamplerOutput, StepInfo, weighted_moments
 from invsolve.samplers.pigdm import pigdm
+from invsolve.samplers.psld import psld
 from invsolve.samplers.particles import ParticleWeights, WeightDegeneracyError
 from invsolve.samplers.red_diff import red_diff
 from invsolve.samplers.stsl import stsl
@@ -43,6 +44,7 @@ __all__ = [
     "latent_dps",
     "mbir3d",
     "pigdm",
+    "psld",
     "red_diff",
     "stsl",
     "tds",
