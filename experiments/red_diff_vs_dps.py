@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shlex
 import time
 
 import torch
@@ -83,17 +84,18 @@ def main() -> None:
                         f"{format_interval(diff) if diff else '–'} | {seconds / args.phantoms:.2f} |")
             print(rows[-1], flush=True)
         rows.append(f"| {task.name} | {task.baseline_name} (baseline) | – | {format_interval(base_p)} | | | |")
+    tasks = "" if args.tasks == ",".join(ALL_TASK_NAMES) else f" --tasks {shlex.quote(args.tasks)}"
     lines = [
         f"# RED-Diff vs DPS on the {prior_name} prior",
         "",
         f"{described}, relative noise 0.01; settings from the tuned table under the prior {prior_name!r}; "
-        "one estimate per phantom (RED-Diff's mean `mu`, one DPS sample), clipped to [0, 1]; PSNR / SSIM as in "
+        "one estimate per image (RED-Diff's mean `mu`, one DPS sample), clipped to [0, 1]; PSNR / SSIM as in "
         "fastMRI, mean +- 95% t-interval. 'RED-Diff - row' is the paired PSNR difference. Equal wall time: DPS "
         "gets as many steps as fit in RED-Diff's measured time on the same batch.",
         "",
         f"Machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads. Command: "
         f"`OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python experiments/red_diff_vs_dps.py "
-        f"--data {args.data} --phantoms {args.phantoms} --steps {args.steps} --out {args.out}`",
+        f"--data {args.data} --phantoms {args.phantoms} --steps {args.steps}{tasks} --out {args.out}`",
         "",
         "| task | method | steps (NFE) | PSNR (dB) | SSIM | RED-Diff - row (dB) | s / image |",
         "|---|---|---:|---:|---:|---:|---:|",
