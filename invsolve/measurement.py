@@ -9,6 +9,13 @@ from invsolve.noise import GaussianNoise, NoiseModel
 from invsolve.operators.base import Operator
 
 
+def _require_finite_image(x: torch.Tensor) -> None:
+    """Refuse NaN / Inf in ``x`` where a value can be inspected (not inside ``torch.func`` transforms such as
+    ``vmap``, where a data-dependent check is not allowed; those callers check their inputs themselves)."""
+    if not torch._C._are_functorch_transforms_active():
+        require_finite("x", x)
+
+
 class Measurement:
     """Observed data ``y`` with its forward operator and noise model.
 
@@ -81,7 +88,7 @@ class Measurement:
 
     def data_fidelity(self, x: torch.Tensor) -> torch.Tensor:
         """``||y - A(x)||^2 / 2`` per batch item (unweighted by the noise level)."""
-        require_finite("x", x)
+        _require_finite_image(x)
         r = self.residual(x)
         return 0.5 * r.reshape(r.shape[0], -1).square().sum(dim=1)
 
@@ -91,12 +98,12 @@ class Measurement:
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(y | x)`` per batch item, shape ``(B,)``."""
-        require_finite("x", x)
+        _require_finite_image(x)
         return self.noise.log_likelihood(self._y_for(x), self.operator.A(x))
 
     def grad_log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """``grad_x log p(y | x)``: the adjoint for linear operators, the autograd VJP otherwise."""
-        require_finite("x", x)
+        _require_finite_image(x)
         Ax = self.operator.A(x)
         g = self.noise.grad_log_likelihood(self._y_for(x), Ax)
         return self.operator.vjp(x, g)
