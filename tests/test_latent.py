@@ -116,3 +116,38 @@ def test_psld_moves_the_latents_to_the_exact_posterior_and_without_gluing_is_lat
     plain = declaration("psld").run(meas, prior, steps=10, n_samples=3, generator=gen(8), zeta=0.3, gamma=0.0)
     dps = declaration("latent-dps").run(meas, prior, steps=10, n_samples=3, generator=gen(8), zeta=0.3)
     torch.testing.assert_close(plain.samples, dps.samples)
+
+
+def test_a_local_diffusers_latent_diffusion_folder_loads_as_a_latent_prior(tmp_path):
+    """A randomly initialised AutoencoderKL + latent UNet2DModel written by diffusers: the loaded prior encodes and
+    decodes as diffusers does (scaling factor, [-1, 1] image range), and a latent sampler runs on it."""
+    import json
+
+    diffusers = pytest.importorskip("diffusers")
+    from invsolve.operators import Inpainting
+    from invsolve.priors.latent import load_diffusers_latent
+
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(8, 16),
+                                  down_block_types=("DownEncoderBlock2D",) * 2,
+                                  up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, sample_size=16)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
+                                 layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8)
+    vae.save_pretrained(tmp_path / "vae")  # safetensors
+    unet.save_pretrained(tmp_path / "unet", safe_serialization=False)  # .bin, read with weights_only=True
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDPMScheduler"}))
+    prior = load_diffusers_latent(tmp_path)
+    assert prior.shape == (4, 8, 8) and prior.image_shape == (1, 16, 16)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        z = vae.config.scaling_factor * vae.encode(2 * x - 1).latent_dist.mean
+        torch.testing.assert_close(prior.encode(x), z)
+        torch.testing.assert_close(prior.decode(z), (vae.decode(z / vae.config.scaling_factor).sample + 1) / 2)
+    op = Inpainting.random((1, 16, 16), 0.5, gen(1))
+    meas = Measurement.simulate(op, GaussianNoise(0.05), x[:1], gen(2))
+    out = declaration("latent-dps").run(meas, prior, steps=3, n_samples=2, generator=gen(3))
+    assert out.samples.shape == (2, 1, 1, 16, 16) and torch.isfinite(out.samples).all()
+    with pytest.raises(FileNotFoundError, match="vae/config.json"):
+        load_diffusers_latent(tmp_path / "unet")

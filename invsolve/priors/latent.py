@@ -103,3 +103,58 @@ def exact_latent_posterior(measurement, prior: LatentPrior):
     a = operator_matrix(measurement.operator).to(weight.dtype)
     y = measurement.y.reshape(measurement.batch_size, -1).to(weight.dtype) - bias @ a.T
     return exact_posterior(Measurement(MatrixOperator(a @ weight), measurement.noise, y), prior.latent)
+
+
+def load_diffusers_latent(folder, *, image_range: tuple[float, float] = (-1.0, 1.0),
+                          value_range: tuple[float, float] = (0.0, 1.0), device: str | torch.device = "cpu"
+                          ) -> LatentPrior:
+    """A local diffusers latent-diffusion folder (unconditional) as a :class:`LatentPrior`.
+
+    ``folder`` holds ``vae/`` (an ``AutoencoderKL``: ``config.json`` and safetensors or ``.bin`` weights, read
+    with ``weights_only=True``), ``unet/`` (a ``UNet2DModel`` over latents) and ``scheduler/``; nothing is
+    downloaded. Latents follow the diffusers convention ``z = scaling_factor * encode(x)`` (the posterior mean);
+    the VAE sees images in ``image_range`` (``[-1, 1]`` for diffusers models), mapped affinely from the data's
+    ``value_range``. The latent prior is :func:`~invsolve.priors.loaders.load_diffusers_unet` of the same folder.
+    """
+    import json
+    from pathlib import Path
+
+    from invsolve.priors.loaders import (
+        _DIFFUSERS_WEIGHTS,
+        _load_strict,
+        extract_state_dict,
+        load_checkpoint_file,
+        load_diffusers_unet,
+    )
+
+    root = Path(folder)
+    vae_dir = root / "vae"
+    if not (vae_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no vae/config.json in {root} (a latent-diffusion folder has vae/, unet/, scheduler/)")
+    from diffusers import AutoencoderKL
+
+    try:
+        config = json.loads((vae_dir / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{vae_dir / 'config.json'}: not valid JSON ({err})") from err
+    if config.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
+        raise ValueError(f"{vae_dir / 'config.json'}: expected an AutoencoderKL, got {config.get('_class_name')!r}")
+    weights = next((vae_dir / n for n in _DIFFUSERS_WEIGHTS if (vae_dir / n).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"no weights ({' or '.join(_DIFFUSERS_WEIGHTS)}) in {vae_dir}")
+    vae = AutoencoderKL.from_config(config)
+    _load_strict(vae, extract_state_dict(load_checkpoint_file(weights), str(weights)), str(weights))
+    vae = vae.to(device).eval().requires_grad_(False)
+    latent = load_diffusers_unet(root, device=device)
+    scale = float(vae.config.scaling_factor)
+    (lo, hi), (a, b) = value_range, image_range
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    image_shape = (vae.config.in_channels, latent.shape[1] * factor, latent.shape[2] * factor)
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return scale * vae.encode(a + (x - lo) * (b - a) / (hi - lo)).latent_dist.mean
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return lo + (vae.decode(z / scale).sample - a) * (hi - lo) / (b - a)
+
+    return LatentPrior(latent, encode, decode, image_shape, value_range=value_range)
