@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         for group in optimizer.param_groups:  # cosine decay to 10%
             group["lr"] = args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step + 1) / args.steps)))
         if step % 250 == 0 or step == args.steps - 1:
-            print(f"step {step} loss {float(loss):.4f} held-out PSNR {heldout_psnr(model, heldout):.2f} dB "
+            print(f"step {step} loss {loss.item():.4f} held-out PSNR {heldout_psnr(model, heldout):.2f} dB "
                   f"({time.monotonic() - start:.0f} s)", flush=True)
     from safetensors.torch import save_file
 

@@ -53,7 +53,9 @@ class TrainConfig:
     Data: ``source`` is ``"ellipses"``, ``"ellipsoids"``, ``"brain"``, ``"nifti"`` or ``"fastmri"`` (see
     :func:`invsolve.datasets.training_data.build_training_data`); ``data_path`` is the folder or file
     of file sources; ``data_options`` are passed to the dataset (e.g. ``{"mode": "complex"}``);
-    ``data_seed`` seeds procedural sources (defaults to ``seed``).
+    ``data_seed`` seeds procedural sources (defaults to ``seed``). ``autoencoder``: a folder of
+    ``experiments/train_autoencoder.py``; the prior then models the images' latents (``resolution`` = the latent
+    size) and, with the autoencoder, makes a latent prior (:func:`invsolve.priors.latent.load_latent_prior`).
     Network: see :func:`invsolve.priors.edm.build_network`. ``init_from``: a prior file (or training
     checkpoint) whose weights start both the network and its EMA (fine-tuning, e.g. a slice prior for
     3D volumes from the 2D default prior); its network and ``sigma_data`` must match this config.
@@ -64,6 +66,7 @@ class TrainConfig:
     data_path: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
     data_seed: int | None = None
+    autoencoder: str | None = None
     init_from: str | None = None
     resolution: int = 64
     arch: str = "adm"
@@ -203,7 +206,18 @@ def _dataset(config: TrainConfig):
     from invsolve.datasets.training_data import build_training_data
 
     seed = config.seed if config.data_seed is None else config.data_seed
-    return build_training_data(config.source, config.resolution, seed=seed, path=config.data_path, **config.data_options)
+    if config.autoencoder is None:
+        return build_training_data(config.source, config.resolution, seed=seed, path=config.data_path,
+                                   **config.data_options)
+    from invsolve.priors.latent import AutoencoderFiles, EncodedImages
+
+    autoencoder = AutoencoderFiles(config.autoencoder)
+    if autoencoder.latent_shape[1] != config.resolution:
+        raise ValueError(f"resolution {config.resolution} must be the autoencoder's latent size "
+                         f"{autoencoder.latent_shape[1]} (a latent prior models its latents)")
+    images = build_training_data(config.source, autoencoder.image_size, seed=seed, path=config.data_path,
+                                 **config.data_options)
+    return EncodedImages(images, autoencoder)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:

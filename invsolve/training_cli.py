@@ -29,6 +29,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument("--data-seed", type=int, help="seed of procedural data (default: --seed)")
     parser.add_argument("--init-from", help="prior file or training checkpoint to start from (fine-tuning)")
+    parser.add_argument("--autoencoder", help="an autoencoder folder (experiments/train_autoencoder.py): train a "
+                                              "prior over its latents (--resolution = the latent size)")
     parser.add_argument("--resolution", type=int, help=f"image size (default: {d.resolution})")
     parser.add_argument("--arch", choices=("adm", "ncsnpp", "ddpmpp"), help=f"deepinv architecture (default: {d.arch})")
     parser.add_argument("--width", type=int, help=f"base channels, a multiple of 32 (default: {d.width})")
@@ -72,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ValueError(f"config file {path} must hold a mapping of TrainConfig fields")
     data["out_dir"] = args.out
     for name in (
-        "source", "data_path", "data_seed", "init_from", "resolution", "arch", "width", "channel_mult", "num_blocks",
+        "source", "data_path", "data_seed", "autoencoder", "init_from", "resolution", "arch", "width", "channel_mult", "num_blocks",
         "attn_resolutions", "dropout", "sigma_data", "batch_size", "lr", "warmup_steps", "ema_halflife_images",
         "steps", "checkpoint_every", "log_every", "seed", "device", "max_wall_seconds",
     ):  # fmt: skip

@@ -151,3 +151,49 @@ def test_a_local_diffusers_latent_diffusion_folder_loads_as_a_latent_prior(tmp_p
     assert out.samples.shape == (2, 1, 1, 16, 16) and torch.isfinite(out.samples).all()
     with pytest.raises(FileNotFoundError, match="vae/config.json"):
         load_diffusers_latent(tmp_path / "unet")
+
+
+def _tiny_autoencoder(folder):
+    """An untrained AutoencoderKL in the layout of experiments/train_autoencoder.py: 16x16 images -> 4 x 8 x 8."""
+    import json
+
+    pytest.importorskip("diffusers")
+    from safetensors.torch import save_file
+
+    from invsolve.priors.latent import AutoencoderFiles
+
+    config = {"in_channels": 1, "out_channels": 1, "latent_channels": 4, "block_out_channels": [8, 16],
+              "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
+              "layers_per_block": 1, "norm_num_groups": 8, "sample_size": 16, "mid_block_add_attention": False}
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in AutoencoderKL(**config).state_dict().items()},
+              str(folder / "autoencoder.safetensors"))
+    (folder / "autoencoder.json").write_text(json.dumps({"config": config, "latent_std": 0.5}))
+    return AutoencoderFiles(folder)
+
+
+def test_a_latent_prior_trains_on_encoded_images_and_loads_with_its_autoencoder(tmp_path):
+    from invsolve.priors.latent import load_latent_prior
+    from invsolve.operators import Inpainting
+    from invsolve.training import TrainConfig, train
+
+    autoencoder = _tiny_autoencoder(tmp_path / "ae")
+    assert autoencoder.latent_shape == (4, 8, 8) and autoencoder.image_shape == (1, 16, 16)
+    config = TrainConfig(out_dir=str(tmp_path / "run"), source="brain", autoencoder=str(tmp_path / "ae"),
+                         resolution=8, width=32, channel_mult=[1, 2], attn_resolutions=[], batch_size=2, steps=2,
+                         checkpoint_every=2, warmup_steps=1)
+    result = train(config)
+    prior = load_latent_prior(result.prior, tmp_path / "ae")
+    assert prior.shape == (4, 8, 8) and prior.image_shape == (1, 16, 16)
+    truth = torch.rand(1, 1, 16, 16, generator=gen(0))
+    meas = Measurement.simulate(Inpainting.random((1, 16, 16), 0.5, gen(1)), GaussianNoise(0.05), truth, gen(2))
+    for name in ("latent-dps", "psld", "stsl"):
+        out = declaration(name).run(meas, prior, steps=2, n_samples=1, generator=gen(3))
+        assert out.samples.shape == (1, 1, 1, 16, 16) and torch.isfinite(out.samples).all()
+    with pytest.raises(ValueError, match="latent size 8"):
+        train(TrainConfig(**{**config.to_dict(), "resolution": 16, "out_dir": str(tmp_path / "bad")}))
+    with pytest.raises(FileNotFoundError, match="autoencoder file"):
+        load_latent_prior(result.prior, tmp_path)

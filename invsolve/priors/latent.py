@@ -158,3 +158,81 @@ def load_diffusers_latent(folder, *, image_range: tuple[float, float] = (-1.0, 1
         return lo + (vae.decode(z / scale).sample - a) * (hi - lo) / (b - a)
 
     return LatentPrior(latent, encode, decode, image_shape, value_range=value_range)
+
+
+class AutoencoderFiles:
+    """An ``AutoencoderKL`` trained by ``experiments/train_autoencoder.py``: ``autoencoder.safetensors`` and
+    ``autoencoder.json`` (its diffusers config, the latents' standard deviation and the recipe) in one folder.
+
+    ``encode`` / ``decode`` map images in ``[0, 1]`` to latents scaled to unit variance (``mean / latent_std``)
+    and back; the network is frozen.
+    """
+
+    def __init__(self, folder, device: str | torch.device = "cpu") -> None:
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        root = Path(folder)
+        meta_path, weights = root / "autoencoder.json", root / "autoencoder.safetensors"
+        for path in (meta_path, weights):
+            if not path.is_file():
+                raise FileNotFoundError(f"autoencoder file {path} does not exist (nothing is downloaded)")
+        try:
+            meta = json.loads(meta_path.read_text())
+            config, self.latent_std = dict(meta["config"]), float(meta["latent_std"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{meta_path}: not an autoencoder recipe ({err})") from err
+        if not 0 < self.latent_std < float("inf"):
+            raise ValueError(f"{meta_path}: latent_std must be a positive number, got {self.latent_std}")
+        widths = config.get("block_out_channels", [])
+        if not (isinstance(widths, list) and 1 <= len(widths) <= 5 and all(isinstance(w, int) and 0 < w <= 1024
+                                                                            for w in widths)):
+            raise ValueError(f"{meta_path}: block_out_channels {widths!r} out of bounds (1-5 widths <= 1024)")
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL(**config)
+        vae.load_state_dict(load_file(str(weights)), strict=True)
+        self.vae = vae.to(device).eval().requires_grad_(False)
+        self.meta = meta
+        self.image_size = int(config.get("sample_size", 64))
+        factor = 2 ** (len(widths) - 1)
+        self.image_shape = (int(config.get("in_channels", 1)), self.image_size, self.image_size)
+        self.latent_shape = (int(config.get("latent_channels", 4)), self.image_size // factor,
+                             self.image_size // factor)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(x).latent_dist.mean / self.latent_std
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z * self.latent_std).sample
+
+
+class EncodedImages(torch.utils.data.Dataset):
+    """A dataset of images seen through an autoencoder's encoder: item ``i`` is ``encode(images[i])``."""
+
+    value_range = (-float("inf"), float("inf"))
+
+    def __init__(self, images, autoencoder: AutoencoderFiles) -> None:
+        self.images, self.autoencoder = images, autoencoder
+        self.channels = autoencoder.latent_shape[0]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        with torch.no_grad():
+            return self.autoencoder.encode(self.images[index][None])[0]
+
+
+def load_latent_prior(prior_path, autoencoder_folder, device: str | torch.device = "cpu") -> LatentPrior:
+    """A latent EDM prior file (``train-prior --autoencoder``) with the autoencoder it was trained on."""
+    from invsolve.priors.edm import EDMPrior
+
+    autoencoder = AutoencoderFiles(autoencoder_folder, device)
+    latent = EDMPrior.from_checkpoint(prior_path, device=device)
+    if tuple(latent.shape) != autoencoder.latent_shape:
+        raise ValueError(f"{prior_path} models latents {tuple(latent.shape)} but the autoencoder in "
+                         f"{autoencoder_folder} makes {autoencoder.latent_shape}")
+    return LatentPrior(latent, autoencoder.encode, autoencoder.decode, autoencoder.image_shape)
