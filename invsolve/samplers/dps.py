@@ -53,6 +53,26 @@ def dps_step(x, x0, grad_norm, sigma: float, sigma_next: float, *, zeta: float, 
     return ddim_step(x, x0, sigma, sigma_next, eta, noise) - (2.0 * zeta * c) * grad_norm
 
 
+def check_dps_settings(zeta: float, step_scaling: str) -> None:
+    if step_scaling not in ("vp", "ve"):
+        raise ValueError(f"step_scaling must be 'vp' or 've', got {step_scaling!r}")
+    if not 0 <= zeta < math.inf:
+        raise ValueError(f"zeta must be a finite number >= 0, got {zeta}")
+
+
+def dps_chain(run, guidance, *, zeta: float, eta: float, step_scaling: str) -> torch.Tensor:
+    """The DPS loop over ``run``'s noise levels with ``guidance(measurement, x, sigma) -> (x0_hat, grad, norm)``
+    (pixel DPS: :func:`dps_guidance`; the latent samplers pass theirs). Returns the final state."""
+    x = run.initial_noise()
+    for i, sigma, sigma_next in run.transitions():
+        x0, grad, norm = guidance(run.measurement, x, sigma)
+        noise = run.noise() if eta > 0 and sigma_next > 0 else None
+        x = dps_step(x.detach(), x0, grad, sigma, sigma_next, zeta=zeta, eta=eta, step_scaling=step_scaling,
+                     noise=noise)
+        run.report(i, sigma, x, x0, residual_norm=norm)
+    return x
+
+
 def dps(measurement: Measurement, prior: Prior, *, steps: int | None = 1000, sigmas=None, n_samples: int = 1,
         generator: torch.Generator, callback: Callback | None = None, zeta: float = 1.0, eta: float = 1.0,
         step_scaling: str = "vp", rho: float = 7.0) -> SamplerOutput:
@@ -66,19 +86,10 @@ def dps(measurement: Measurement, prior: Prior, *, steps: int | None = 1000, sig
 
     One denoiser call (and one backward pass) per step: ``nfe = steps``.
     """
-    if step_scaling not in ("vp", "ve"):
-        raise ValueError(f"step_scaling must be 'vp' or 've', got {step_scaling!r}")
-    if not 0 <= zeta < math.inf:
-        raise ValueError(f"zeta must be a finite number >= 0, got {zeta}")
+    check_dps_settings(zeta, step_scaling)
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
                 callback=callback)
-    x = run.initial_noise()
-    for i, sigma, sigma_next in run.transitions():
-        x0, grad, norm = dps_guidance(run.measurement, prior, x, sigma)
-        noise = run.noise() if eta > 0 and sigma_next > 0 else None
-        x = dps_step(x.detach(), x0, grad, sigma, sigma_next, zeta=zeta, eta=eta, step_scaling=step_scaling,
-                     noise=noise)
-        run.report(i, sigma, x, x0, residual_norm=norm)
+    x = dps_chain(run, lambda m, v, s: dps_guidance(m, prior, v, s), zeta=zeta, eta=eta, step_scaling=step_scaling)
     return run.output(x, nfe=run.n_steps, zeta=zeta, step_scaling=step_scaling)
 
 

@@ -15,14 +15,12 @@ through both; ``nfe`` counts denoiser calls and ``diagnostics`` the decoder call
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from invsolve.measurement import Measurement
 from invsolve.samplers._common import Callback, start
 from invsolve.samplers.declaration import NONNEGATIVE, RHO, UNIT, Need, SamplerDeclaration
-from invsolve.samplers.dps import dps_step
+from invsolve.samplers.dps import check_dps_settings, dps_chain
 from invsolve.samplers.output import SamplerOutput
 
 
@@ -48,19 +46,11 @@ def latent_dps(measurement: Measurement, prior, *, steps: int | None = 100, sigm
         prior: a :class:`~invsolve.priors.latent.LatentPrior`.
         zeta, eta, step_scaling, rho: as for :func:`invsolve.samplers.dps.dps`.
     """
-    if step_scaling not in ("vp", "ve"):
-        raise ValueError(f"step_scaling must be 'vp' or 've', got {step_scaling!r}")
-    if not 0 <= zeta < math.inf:
-        raise ValueError(f"zeta must be a finite number >= 0, got {zeta}")
+    check_dps_settings(zeta, step_scaling)
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
                 callback=callback)
-    z = run.initial_noise()
-    for i, sigma, sigma_next in run.transitions():
-        z0, grad, norm = latent_dps_guidance(run.measurement, prior, z, sigma)
-        noise = run.noise() if eta > 0 and sigma_next > 0 else None
-        z = dps_step(z.detach(), z0, grad, sigma, sigma_next, zeta=zeta, eta=eta, step_scaling=step_scaling,
-                     noise=noise)
-        run.report(i, sigma, z, z0, residual_norm=norm)
+    z = dps_chain(run, lambda m, v, s: latent_dps_guidance(m, prior, v, s), zeta=zeta, eta=eta,
+                  step_scaling=step_scaling)
     with torch.no_grad():
         x = prior.decode(z)
     return run.output(x, nfe=run.n_steps, decoder_calls=run.n_steps + 1, backward_passes=run.n_steps, zeta=zeta)

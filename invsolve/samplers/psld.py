@@ -21,7 +21,7 @@ import torch
 from invsolve.measurement import Measurement
 from invsolve.samplers._common import Callback, require_linear, start
 from invsolve.samplers.declaration import NONNEGATIVE, RHO, UNIT, Need, SamplerDeclaration
-from invsolve.samplers.dps import dps_step
+from invsolve.samplers.dps import check_dps_settings, dps_chain
 from invsolve.samplers.output import SamplerOutput
 
 
@@ -58,19 +58,13 @@ def psld(measurement: Measurement, prior, *, steps: int | None = 100, sigmas=Non
         gamma: the step on the gluing term (0: latent DPS).
     """
     require_linear(measurement, "PSLD")
-    if step_scaling not in ("vp", "ve"):
-        raise ValueError(f"step_scaling must be 'vp' or 've', got {step_scaling!r}")
-    if not 0 <= zeta < math.inf or not 0 <= gamma < math.inf:
-        raise ValueError(f"zeta and gamma must be finite numbers >= 0, got {zeta}, {gamma}")
+    check_dps_settings(zeta, step_scaling)
+    if not 0 <= gamma < math.inf:
+        raise ValueError(f"gamma must be a finite number >= 0, got {gamma}")
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
                 callback=callback)
-    z = run.initial_noise()
-    for i, sigma, sigma_next in run.transitions():
-        z0, grad, norm = psld_guidance(run.measurement, prior, z, sigma, zeta=zeta, gamma=gamma)
-        noise = run.noise() if eta > 0 and sigma_next > 0 else None
-        z = dps_step(z.detach(), z0, grad, sigma, sigma_next, zeta=zeta, eta=eta, step_scaling=step_scaling,
-                     noise=noise)
-        run.report(i, sigma, z, z0, residual_norm=norm)
+    z = dps_chain(run, lambda m, v, s: psld_guidance(m, prior, v, s, zeta=zeta, gamma=gamma), zeta=zeta, eta=eta,
+                  step_scaling=step_scaling)
     with torch.no_grad():
         x = prior.decode(z)
     n = run.n_steps
