@@ -1,8 +1,9 @@
 """Latent samplers on held-out brains: STSL at its paper's budget against latent DPS and PSLD at 4x its NFE, and
 against pixel-space DPS and RED-Diff with the brain prior, with the autoencoder's own ceiling beside them.
 
-    OMP_NUM_THREADS=2 python experiments/latent_brain.py --prior runs/latent_prior/prior.pt \\
-        --autoencoder runs/autoencoder --out experiments/results/latent_brain.md
+    OMP_NUM_THREADS=2 python experiments/latent_brain.py --out experiments/results/latent_brain.md
+
+(the shipped latent prior ``latent_brain``; ``--prior PRIOR.pt --autoencoder DIR`` for another).
 
 Held-out images: the first ``--images`` slices of ``BrainSlices(split="heldout", seed=0)`` (the quality bar's), 1%
 noise, the tasks of ``--tasks``. Each method gives one sample per image (RED-Diff its mean), clipped to [0, 1];
@@ -32,15 +33,15 @@ from invsolve.tasks import EVALUATION_SEED, standard_tasks
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prior", required=True)
-    parser.add_argument("--autoencoder", required=True)
+    parser.add_argument("--prior", help="a latent prior file (default: the shipped latent_brain)")
+    parser.add_argument("--autoencoder", help="its autoencoder folder (with --prior)")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--tasks", default="MRI 8x,Inpainting 50%")
     parser.add_argument("--zeta", type=float, default=1.0, help="latent DPS / PSLD step")
     parser.add_argument("--lr", type=float, default=0.6, help="STSL inner step")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    latent = load_latent_prior(args.prior, args.autoencoder)
+    latent = (load_latent_prior(args.prior, args.autoencoder) if args.prior else load_shipped_prior("latent_brain"))
     pixel = load_shipped_prior("brain")
     stream = BrainSlices(64, split="heldout", seed=0)
     truth = torch.stack([stream[i] for i in range(args.images)])

@@ -197,3 +197,28 @@ def test_a_latent_prior_trains_on_encoded_images_and_loads_with_its_autoencoder(
         train(TrainConfig(**{**config.to_dict(), "resolution": 16, "out_dir": str(tmp_path / "bad")}))
     with pytest.raises(FileNotFoundError, match="autoencoder file"):
         load_latent_prior(result.prior, tmp_path)
+
+
+def test_the_shipped_latent_brain_prior_loads_offline_and_reconstructs_held_out_brains():
+    """The shipped latent prior: weights read with weights_only / safetensors, at most ~20 MB together, its
+    autoencoder's ceiling on held-out brains as its recipe records, and a latent sampler runs on it."""
+    import json
+    from pathlib import Path
+
+    pytest.importorskip("diffusers")
+    from invsolve.datasets.brain import BrainSlices
+    from invsolve.metrics import psnr
+    from invsolve.priors.default import load_shipped_prior, shipped_prior_path
+
+    path = shipped_prior_path("latent_brain")
+    autoencoder = Path(path).parent / "brain_autoencoder.safetensors"
+    assert path.stat().st_size + autoencoder.stat().st_size < 20e6
+    assert torch.load(path, weights_only=True)["format"] == "invsolve-edm-prior"
+    recipe = json.loads(autoencoder.with_suffix(".json").read_text())
+    prior = load_shipped_prior("latent_brain")
+    assert prior.shape == (4, 16, 16) and prior.image_shape == (1, 64, 64)
+    stream = BrainSlices(64, split="heldout", seed=0)
+    images = torch.stack([stream[i] for i in range(4)])
+    with torch.no_grad():
+        ceiling = [psnr(images[i, 0], prior.decode(prior.encode(images[i:i + 1]))[0, 0].clamp(0, 1)) for i in range(4)]
+    assert sum(ceiling) / 4 > recipe["heldout_psnr"] - 2.0  # recorded on 32 held-out slices

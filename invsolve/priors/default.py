@@ -8,6 +8,9 @@
 * ``brain``: the default prior fine-tuned on the training split of the brain stream made from nilearn's
   MNI152 templates (:class:`invsolve.datasets.brain.BrainSlices`); measured in
   ``experiments/results/brain_prior.md``.
+* ``latent_brain``: a latent prior of the same stream: a diffusers ``AutoencoderKL`` (64x64 -> 4 x 16 x 16,
+  ``brain_autoencoder.*``, ``experiments/train_autoencoder.py``) and an EDM prior over its encodings
+  (``train-prior --autoencoder``); measured in ``experiments/results/latent_brain.md``.
 
 Both were trained by ``experiments/train_prior.py``; the exact recipe (command, data, steps, seed, wall
 time, final loss) is in the JSON file beside each weights file. Loading needs no network access.
@@ -25,7 +28,11 @@ import torch
 from invsolve.priors.edm import EDMPrior
 
 #: Shipped priors by name -> file stem in ``invsolve/weights`` (``STEM.pt`` and its recipe ``STEM.json``).
-SHIPPED = {"default": "default_prior", "ellipsoid_slice": "ellipsoid_slice_prior", "brain": "brain_prior"}
+SHIPPED = {"default": "default_prior", "ellipsoid_slice": "ellipsoid_slice_prior", "brain": "brain_prior",
+           "latent_brain": "latent_brain_prior"}
+#: Shipped latent priors: name -> the stem of their autoencoder in ``invsolve/weights`` (``STEM.safetensors`` and
+#: ``STEM.json``); :func:`load_shipped_prior` returns them as :class:`~invsolve.priors.latent.LatentPrior`.
+SHIPPED_AUTOENCODERS = {"latent_brain": "brain_autoencoder"}
 WEIGHTS_FILE = "default_prior.pt"
 RECIPE_FILE = "default_prior.json"
 SLICE_WEIGHTS_FILE = "ellipsoid_slice_prior.pt"
@@ -63,12 +70,16 @@ def ellipsoid_slice_prior_recipe() -> dict[str, Any]:
     return _recipe(SLICE_RECIPE_FILE)
 
 
-def _load_shipped(path: Path, recipe: str, device: str | torch.device) -> EDMPrior:
+def _require_weights(path: Path, recipe: str) -> None:
     if not path.is_file():
         raise FileNotFoundError(
             f"prior weights {path} are missing from the installation; retrain them with the recipe "
             f"in {recipe} (experiments/train_prior.py) and copy prior.pt there"
         )
+
+
+def _load_shipped(path: Path, recipe: str, device: str | torch.device) -> EDMPrior:
+    _require_weights(path, recipe)
     return EDMPrior.from_checkpoint(path, device=device)
 
 
@@ -98,9 +109,15 @@ def shipped_prior_recipe(name: str) -> dict[str, Any]:
     return _recipe(shipped_prior_path(name).with_suffix(".json").name)
 
 
-def load_shipped_prior(name: str, device: str | torch.device = "cpu") -> EDMPrior:
-    """The shipped prior ``name`` (``default``, ``ellipsoid_slice``, ``brain``) on ``device``."""
+def load_shipped_prior(name: str, device: str | torch.device = "cpu"):
+    """The shipped prior ``name`` (``default``, ``ellipsoid_slice``, ``brain``: an :class:`EDMPrior`;
+    ``latent_brain``: a :class:`~invsolve.priors.latent.LatentPrior`) on ``device``."""
     path = shipped_prior_path(name)
+    if name in SHIPPED_AUTOENCODERS:
+        from invsolve.priors.latent import load_latent_prior
+
+        _require_weights(path, path.with_suffix(".json").name)
+        return load_latent_prior(path, _weights_dir(), device, autoencoder_stem=SHIPPED_AUTOENCODERS[name])
     return _load_shipped(path, path.with_suffix(".json").name, device)
 
 

@@ -168,14 +168,14 @@ class AutoencoderFiles:
     and back; the network is frozen.
     """
 
-    def __init__(self, folder, device: str | torch.device = "cpu") -> None:
+    def __init__(self, folder, device: str | torch.device = "cpu", *, stem: str = "autoencoder") -> None:
         import json
         from pathlib import Path
 
         from safetensors.torch import load_file
 
         root = Path(folder)
-        meta_path, weights = root / "autoencoder.json", root / "autoencoder.safetensors"
+        meta_path, weights = root / f"{stem}.json", root / f"{stem}.safetensors"
         for path in (meta_path, weights):
             if not path.is_file():
                 raise FileNotFoundError(f"autoencoder file {path} does not exist (nothing is downloaded)")
@@ -226,11 +226,13 @@ class EncodedImages(torch.utils.data.Dataset):
             return self.autoencoder.encode(self.images[index][None])[0]
 
 
-def load_latent_prior(prior_path, autoencoder_folder, device: str | torch.device = "cpu") -> LatentPrior:
-    """A latent EDM prior file (``train-prior --autoencoder``) with the autoencoder it was trained on."""
+def load_latent_prior(prior_path, autoencoder_folder, device: str | torch.device = "cpu", *,
+                      autoencoder_stem: str = "autoencoder") -> LatentPrior:
+    """A latent EDM prior file (``train-prior --autoencoder``) with the autoencoder it was trained on
+    (``autoencoder_folder/{autoencoder_stem}.safetensors`` and ``.json``)."""
     from invsolve.priors.edm import EDMPrior
 
-    autoencoder = AutoencoderFiles(autoencoder_folder, device)
+    autoencoder = AutoencoderFiles(autoencoder_folder, device, stem=autoencoder_stem)
     latent = EDMPrior.from_checkpoint(prior_path, device=device)
     if tuple(latent.shape) != autoencoder.latent_shape:
         raise ValueError(f"{prior_path} models latents {tuple(latent.shape)} but the autoencoder in "

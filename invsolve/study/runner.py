@@ -187,7 +187,7 @@ class CaseRunner:
 
     def run(self, case: Case) -> tuple[dict, dict[str, np.ndarray]]:
         prior = self.prior(case.prior)
-        problem, geometry = self.problem(case, prior.shape[-1])
+        problem, geometry = self.problem(case, getattr(prior, "image_shape", prior.shape)[-1])
         generator = torch.Generator(device=self.device).manual_seed(case.sampler_seed)
         result = run_method(case.method, problem, prior, generator=generator, prior_name=case.prior.name)
         truth = problem.truth[0, 0].detach().cpu().double()
