@@ -39,6 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="MRI 8x,Inpainting 50%")
     parser.add_argument("--zeta", type=float, default=1.0, help="latent DPS / PSLD step")
     parser.add_argument("--lr", type=float, default=0.6, help="STSL inner step")
+    parser.add_argument("--sigma-start", type=float, default=20.0, help="STSL's first noise level")
+    parser.add_argument("--only", help="run only the methods whose label starts with this (e.g. STSL)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     latent = (load_latent_prior(args.prior, args.autoencoder) if args.prior else load_shipped_prior("latent_brain"))
@@ -50,8 +52,8 @@ def main(argv=None) -> int:
                    for i in range(args.images)]
     stsl_nfe = 50 * (5 * 2 + 1)
     methods = {
-        "STSL (50 x 5)": lambda m, g: stsl(m, latent, steps=50, inner_steps=5, lr=args.lr, sigma_start=20.0,
-                                           generator=g),
+        f"STSL (50 x 5, lr {args.lr:g}, sigma_start {args.sigma_start:g})": lambda m, g: stsl(
+            m, latent, steps=50, inner_steps=5, lr=args.lr, sigma_start=args.sigma_start, generator=g),
         f"latent DPS ({4 * stsl_nfe} steps)": lambda m, g: latent_dps(m, latent, steps=4 * stsl_nfe, zeta=args.zeta,
                                                                       generator=g),
         f"PSLD ({4 * stsl_nfe} steps)": lambda m, g: psld(m, latent, steps=4 * stsl_nfe, zeta=args.zeta, gamma=0.1,
@@ -70,6 +72,8 @@ def main(argv=None) -> int:
                                                                                               "brain", 100).settings),
         }
         for label, run in {**methods, **pixel_methods}.items():
+            if args.only and not label.startswith(args.only):
+                continue
             t0 = time.perf_counter()
             out = run(meas, torch.Generator().manual_seed(0))
             seconds = (time.perf_counter() - t0) / args.images

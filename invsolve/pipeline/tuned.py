@@ -77,6 +77,10 @@ TUNED: tuple[Tuned, ...] = (
     Tuned("tv", "inpainting", {"lam": 0.03}, "inpainting:fraction=0.5", prior="brain", source=_BRAIN_TUNING),
     Tuned("tv", "blur", {"lam": 0.001}, "blur:sigma=1.5", prior="brain", source=_BRAIN_TUNING),
     Tuned("tv", "sr", {"lam": 0.003}, "sr:factor=4", prior="brain", source=_BRAIN_TUNING),
+    # the shipped latent prior, on 2 slices of the brain tuning split (experiments/results/latent_brain.md)
+    Tuned("stsl", ANY_KIND, {"lr": 0.05, "sigma_start": 80.0}, "mri:acceleration=8 at 50 x 5 (lr 0.05-0.6, "
+          "sigma_start 2-80)", prior="latent_brain",
+          source="a grid on 2 slices of the brain tuning split (experiments/results/latent_brain.md)"),
 )
 
 
