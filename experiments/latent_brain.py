@@ -7,8 +7,9 @@ against pixel-space DPS and RED-Diff with the brain prior, with the autoencoder'
 
 Held-out images: the first ``--images`` slices of ``BrainSlices(split="heldout", seed=0)`` (the quality bar's), 1%
 noise, the tasks of ``--tasks``. Each method gives one sample per image (RED-Diff its mean), clipped to [0, 1];
-PSNR (data range 1) mean +- 95% t-interval; NFE = denoiser calls; wall time per image on this machine. Ceiling:
-PSNR of ``decode(encode(x))``, the best any latent method can reach.
+PSNR and SSIM (data range 1) mean +- 95% t-interval; NFE = denoiser calls; wall time per image on this machine.
+Ceiling: PSNR of ``decode(encode(x))``, the best any latent method can reach. Settings: the tuned table's under the
+prior ``latent_brain`` (``--zeta``, ``--lr``, ``--sigma-start`` override them).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 
 from invsolve._atomic import write_text_atomic
 from invsolve.datasets.brain import BrainSlices
-from invsolve.metrics import format_interval, psnr
+from invsolve.metrics import format_interval, psnr, ssim
 from invsolve.pipeline.tuned import tuned_settings
 from invsolve.priors.default import load_shipped_prior
 from invsolve.priors.latent import load_latent_prior
@@ -36,10 +37,10 @@ def main(argv=None) -> int:
     parser.add_argument("--prior", help="a latent prior file (default: the shipped latent_brain)")
     parser.add_argument("--autoencoder", help="its autoencoder folder (with --prior)")
     parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--tasks", default="MRI 8x,Inpainting 50%")
-    parser.add_argument("--zeta", type=float, default=1.0, help="latent DPS / PSLD step")
-    parser.add_argument("--lr", type=float, default=0.6, help="STSL inner step")
-    parser.add_argument("--sigma-start", type=float, default=20.0, help="STSL's first noise level")
+    parser.add_argument("--tasks", default="CT 8 views,MRI 8x,Inpainting 50%,SR 4x")
+    parser.add_argument("--zeta", type=float, help="latent DPS / PSLD step (default: tuned)")
+    parser.add_argument("--lr", type=float, help="STSL inner step (default: tuned)")
+    parser.add_argument("--sigma-start", type=float, help="STSL's first noise level (default: tuned)")
     parser.add_argument("--only", help="run only the methods whose label starts with this (e.g. STSL)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -51,15 +52,25 @@ def main(argv=None) -> int:
         ceiling = [psnr(truth[i, 0], latent.decode(latent.encode(truth[i:i + 1]))[0, 0].clamp(0, 1))
                    for i in range(args.images)]
     stsl_nfe = 50 * (5 * 2 + 1)
-    methods = {
-        f"STSL (50 x 5, lr {args.lr:g}, sigma_start {args.sigma_start:g})": lambda m, g: stsl(
-            m, latent, steps=50, inner_steps=5, lr=args.lr, sigma_start=args.sigma_start, generator=g),
-        f"latent DPS ({4 * stsl_nfe} steps)": lambda m, g: latent_dps(m, latent, steps=4 * stsl_nfe, zeta=args.zeta,
-                                                                      generator=g),
-        f"PSLD ({4 * stsl_nfe} steps)": lambda m, g: psld(m, latent, steps=4 * stsl_nfe, zeta=args.zeta, gamma=0.1,
-                                                          generator=g),
-    }
-    rows = [f"| all | autoencoder ceiling decode(encode(x)) | – | {format_interval(ceiling)} | – |"]
+
+    def settings(sampler: str, kind: str, steps: int, **given) -> dict:
+        tuned = tuned_settings(sampler, kind, "latent_brain", steps).settings
+        return {**tuned, **{k: v for k, v in given.items() if v is not None}}
+
+    def latent_methods(kind: str) -> dict:
+        st = settings("stsl", kind, 50, lr=args.lr, sigma_start=args.sigma_start)
+        ld = settings("latent-dps", kind, 4 * stsl_nfe, zeta=args.zeta)
+        ps = settings("psld", kind, 4 * stsl_nfe, zeta=args.zeta)
+        return {
+            f"STSL (50 x 5, lr {st['lr']:g}, sigma_start {st['sigma_start']:g})": lambda m, g: stsl(
+                m, latent, steps=50, inner_steps=5, generator=g, **st),
+            f"latent DPS ({4 * stsl_nfe} steps, zeta {ld.get('zeta', 1.0):g})": lambda m, g: latent_dps(
+                m, latent, steps=4 * stsl_nfe, generator=g, **ld),
+            f"PSLD ({4 * stsl_nfe} steps, zeta {ps.get('zeta', 1.0):g}, gamma {ps.get('gamma', 0.1):g})": lambda m, g: psld(
+                m, latent, steps=4 * stsl_nfe, generator=g, **{"gamma": 0.1, **ps}),
+        }
+
+    rows = [f"| all | autoencoder ceiling decode(encode(x)) | – | {format_interval(ceiling)} | – | – |"]
     names = tuple(t.strip() for t in args.tasks.split(","))
     for task in standard_tasks(64, EVALUATION_SEED, names=names):
         meas = task.measure(truth, torch.Generator().manual_seed(EVALUATION_SEED))
@@ -71,7 +82,7 @@ def main(argv=None) -> int:
                                                                              **tuned_settings("red-diff", task.kind,
                                                                                               "brain", 100).settings),
         }
-        for label, run in {**methods, **pixel_methods}.items():
+        for label, run in {**latent_methods(task.kind), **pixel_methods}.items():
             if args.only and not label.startswith(args.only):
                 continue
             t0 = time.perf_counter()
@@ -79,14 +90,16 @@ def main(argv=None) -> int:
             seconds = (time.perf_counter() - t0) / args.images
             image = (out.mean if label.startswith("pixel RED") else out.samples[0]).clamp(0, 1)
             scores = [psnr(truth[i, 0], image[i, 0]) for i in range(args.images)]
-            rows.append(f"| {task.name} | {label} | {out.nfe} | {format_interval(scores)} | {seconds:.1f} |")
+            similarity = [ssim(truth[i, 0], image[i, 0], data_range=1.0) for i in range(args.images)]
+            rows.append(f"| {task.name} | {label} | {out.nfe} | {format_interval(scores)} | "
+                        f"{format_interval(similarity, digits=3)} | {seconds:.1f} |")
             print(rows[-1], flush=True)
     command = " ".join(shlex.quote(a) for a in ["python", "experiments/latent_brain.py", *sys.argv[1:]])
     text = "\n".join([
         "# Latent samplers on held-out brains", "",
         f"{args.images} held-out slices (`BrainSlices(split='heldout', seed=0)`), 1% noise; one sample per image "
-        "(RED-Diff: its mean), clipped to [0, 1]; PSNR mean +- 95% t-interval; NFE = denoiser calls.", "",
-        "| task | method | NFE | PSNR (dB) | s / image |", "|---|---|---:|---:|---:|", *rows, "",
+        "(RED-Diff: its mean), clipped to [0, 1]; PSNR and SSIM mean +- 95% t-interval; NFE = denoiser calls.", "",
+        "| task | method | NFE | PSNR (dB) | SSIM | s / image |", "|---|---|---:|---:|---:|---:|", *rows, "",
         f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)",
         ""])
     if args.out:

@@ -27,7 +27,7 @@ from invsolve.baselines import tv_reconstruct
 from invsolve.metrics import psnr
 from invsolve.priors.default import load_shipped_prior
 from invsolve.priors.edm import EDMPrior
-from invsolve.samplers import ddrm, dps, pigdm, red_diff
+from invsolve.samplers import ddrm, dps, latent_dps, pigdm, psld, red_diff, stsl
 from invsolve.tasks import SAMPLER_TUNING_SEED, TASK_NAMES, phantoms, standard_tasks
 
 
@@ -39,7 +39,19 @@ def _tv(meas, prior, *, steps, n_samples, generator, lam):
     return SamplerOutput(samples=image[None], nfe=0)
 
 
-SAMPLERS = {"dps": dps, "pigdm": pigdm, "ddrm": ddrm, "red_diff": red_diff, "tv": _tv}
+SAMPLERS = {"dps": dps, "pigdm": pigdm, "ddrm": ddrm, "red_diff": red_diff, "tv": _tv,
+            "latent_dps": latent_dps, "psld": psld, "stsl": stsl}
+
+
+def load_prior(name_or_file: str | None, data: str):
+    """A shipped prior by name (e.g. ``latent_brain``), an EDM prior file, or the shipped prior of ``data``."""
+    from invsolve.priors.default import SHIPPED
+
+    if name_or_file is None:
+        return load_shipped_prior("brain" if data == "brain" else "default")
+    if name_or_file in SHIPPED:
+        return load_shipped_prior(name_or_file)
+    return EDMPrior.from_checkpoint(name_or_file)
 
 
 def tuning_images(data: str, n: int, size: int) -> torch.Tensor:
@@ -72,12 +84,14 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated task names")
     parser.add_argument("--out", default=None)
     parser.add_argument("--data", default="ellipses", choices=("ellipses", "brain"))
-    parser.add_argument("--prior", default=None, help="prior file (default: the shipped prior of --data)")
+    parser.add_argument("--prior", default=None,
+                        help="a prior file or a shipped prior's name such as latent_brain (default: the shipped "
+                             "prior of --data)")
     args = parser.parse_args()
-    prior = EDMPrior.from_checkpoint(args.prior) if args.prior else load_shipped_prior(
-        "brain" if args.data == "brain" else "default")
+    prior = load_prior(args.prior, args.data)
     lo, hi = prior.value_range
-    truth = tuning_images(args.data, args.phantoms, prior.shape[-1])
+    size = getattr(prior, "image_shape", prior.shape)[-1]
+    truth = tuning_images(args.data, args.phantoms, size)
     names = tuple(n.strip() for n in args.tasks.split(","))
     fixed = {k.strip(): _value(v) for k, v in (kv.split("=") for kv in args.fixed.split(",") if kv.strip())}
     images = ("tuning brain slices (BrainSlices(split='tuning', seed=0))" if args.data == "brain"
@@ -86,7 +100,7 @@ def main() -> None:
              f"{args.phantoms} {images}, prior {args.prior or 'shipped'}\n",
              "`OMP_NUM_THREADS=1 python experiments/tune_samplers.py " + " ".join(map(shlex.quote, sys.argv[1:])) + "`\n",
              f"| task | {args.param} | mean PSNR (dB) | seconds |", "|---|---:|---:|---:|"]
-    for task in standard_tasks(prior.shape[-1], seed=SAMPLER_TUNING_SEED, names=names):
+    for task in standard_tasks(size, seed=SAMPLER_TUNING_SEED, names=names):
         meas = task.measure(truth, torch.Generator().manual_seed(SAMPLER_TUNING_SEED))
         for value in (float(v) for v in args.values.split(",")):
             start = time.perf_counter()

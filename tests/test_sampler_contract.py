@@ -78,7 +78,20 @@ def latent_problem():
     return measurement, LatentPrior.linear(latent, weight, torch.full((N * N,), 0.5), (1, N, N))
 
 
+def token_problem():
+    """The image problem with a token prior: 4 positions of 3 codes (an exact table) through a linear decoder."""
+    from invsolve.priors.tokens import MaskedTokenPrior
+
+    measurement, _ = image_problem()
+    table = torch.rand(3, 3, 3, 3, generator=gen(6))
+    weight = torch.randn(N * N, 4 * 2, generator=gen(7)) * 0.2
+    return measurement, MaskedTokenPrior.tabular(table, torch.randn(3, 2, generator=gen(8)), weight,
+                                                 torch.full((N * N,), 0.5), (1, N, N))
+
+
 def problem_meeting(needs: frozenset[Need]):
+    if Need.TOKEN_PRIOR in needs:
+        return token_problem()
     if Need.LATENT_PRIOR in needs:
         return latent_problem()
     if Need.ACTIVE in needs:
@@ -100,9 +113,9 @@ def lacking(need: Need):
         return image_problem(exact_prior=False)
     if need is Need.EXACT_MODEL:
         return image_problem(exact_model=False)
-    if need is Need.LATENT_PRIOR:
+    if need in (Need.LATENT_PRIOR, Need.TOKEN_PRIOR):
         return image_problem()  # a plain prior over images
-    return None  # every linear operator has an SVD; token priors: a plain prior lacks them too
+    return None  # every linear operator has an SVD
 
 
 def run(decl, problem, seed=0):
@@ -162,15 +175,23 @@ def test_samplers_for_fixed_measurements_refuse_an_active_acquisition(name):
 
 @pytest.mark.parametrize("name", [n for n, d in DECLARATIONS.items() if Need.LATENT_PRIOR not in d.needs])
 def test_image_samplers_refuse_a_latent_prior(name):
-    if DECLARATIONS[name].needs & {Need.ACTIVE, Need.VOLUME, Need.EXACT_PRIOR}:
+    if DECLARATIONS[name].needs & {Need.ACTIVE, Need.VOLUME, Need.EXACT_PRIOR, Need.TOKEN_PRIOR}:
         pytest.skip("refuses the problem for another need first")
     with pytest.raises(ValueError, match="diffuses the latents of an autoencoder"):
         run(DECLARATIONS[name], latent_problem())
 
 
+@pytest.mark.parametrize("name", [n for n, d in DECLARATIONS.items() if Need.TOKEN_PRIOR not in d.needs])
+def test_continuous_samplers_refuse_a_token_prior(name):
+    if DECLARATIONS[name].needs & {Need.ACTIVE, Need.VOLUME, Need.EXACT_PRIOR, Need.LATENT_PRIOR}:
+        pytest.skip("refuses the problem for another need first")
+    with pytest.raises(ValueError, match="discrete tokens of a VQ tokenizer"):
+        run(DECLARATIONS[name], token_problem())
+
+
 @pytest.mark.parametrize("name", [n for n, d in DECLARATIONS.items() if Need.VOLUME not in d.needs])
 def test_image_samplers_refuse_a_volume(name):
-    if DECLARATIONS[name].needs & {Need.ACTIVE, Need.LATENT_PRIOR}:
+    if DECLARATIONS[name].needs & {Need.ACTIVE, Need.LATENT_PRIOR, Need.TOKEN_PRIOR}:
         pytest.skip("refuses the problem for another need first")
     with pytest.raises(ValueError, match="reconstructs images"):
         run(DECLARATIONS[name], volume_problem())

@@ -14,6 +14,7 @@ latent samplers, as the Gaussian priors are for pixel samplers.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -160,6 +161,33 @@ def load_diffusers_latent(folder, *, image_range: tuple[float, float] = (-1.0, 1
     return LatentPrior(latent, encode, decode, image_shape, value_range=value_range)
 
 
+def read_autoencoder_files(folder, stem: str) -> tuple[dict, dict, dict[str, torch.Tensor]]:
+    """``(recipe, diffusers config, state dict)`` of ``folder/STEM.json`` and ``folder/STEM.safetensors``, the config's
+    sizes bounded before any network is built (an autoencoder or a VQ tokenizer of this project)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    root = Path(folder)
+    meta_path, weights = root / f"{stem}.json", root / f"{stem}.safetensors"
+    for path in (meta_path, weights):
+        if not path.is_file():
+            raise FileNotFoundError(f"autoencoder file {path} does not exist (nothing is downloaded)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        config = dict(meta["config"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{meta_path}: not an autoencoder recipe ({err})") from err
+    widths = config.get("block_out_channels", [])
+    if not (isinstance(widths, list) and 1 <= len(widths) <= 5 and all(isinstance(w, int) and 0 < w <= 1024
+                                                                        for w in widths)):
+        raise ValueError(f"{meta_path}: block_out_channels {widths!r} out of bounds (1-5 widths <= 1024)")
+    codes = config.get("num_vq_embeddings", 1)
+    if not isinstance(codes, int) or not 1 <= codes <= 16384:
+        raise ValueError(f"{meta_path}: num_vq_embeddings {codes!r} out of bounds (1-16384)")
+    return meta, config, load_file(str(weights))
+
+
 class AutoencoderFiles:
     """An ``AutoencoderKL`` trained by ``experiments/train_autoencoder.py``: ``autoencoder.safetensors`` and
     ``autoencoder.json`` (its diffusers config, the latents' standard deviation and the recipe) in one folder.
@@ -169,31 +197,18 @@ class AutoencoderFiles:
     """
 
     def __init__(self, folder, device: str | torch.device = "cpu", *, stem: str = "autoencoder") -> None:
-        import json
-        from pathlib import Path
-
-        from safetensors.torch import load_file
-
-        root = Path(folder)
-        meta_path, weights = root / f"{stem}.json", root / f"{stem}.safetensors"
-        for path in (meta_path, weights):
-            if not path.is_file():
-                raise FileNotFoundError(f"autoencoder file {path} does not exist (nothing is downloaded)")
+        meta, config, state = read_autoencoder_files(folder, stem)
         try:
-            meta = json.loads(meta_path.read_text())
-            config, self.latent_std = dict(meta["config"]), float(meta["latent_std"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{meta_path}: not an autoencoder recipe ({err})") from err
+            self.latent_std = float(meta["latent_std"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{Path(folder) / stem}.json: no latent_std ({err})") from err
         if not 0 < self.latent_std < float("inf"):
-            raise ValueError(f"{meta_path}: latent_std must be a positive number, got {self.latent_std}")
-        widths = config.get("block_out_channels", [])
-        if not (isinstance(widths, list) and 1 <= len(widths) <= 5 and all(isinstance(w, int) and 0 < w <= 1024
-                                                                            for w in widths)):
-            raise ValueError(f"{meta_path}: block_out_channels {widths!r} out of bounds (1-5 widths <= 1024)")
+            raise ValueError(f"{Path(folder) / stem}.json: latent_std must be a positive number, got {self.latent_std}")
+        widths = config["block_out_channels"]
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL(**config)
-        vae.load_state_dict(load_file(str(weights)), strict=True)
+        vae.load_state_dict(state, strict=True)
         self.vae = vae.to(device).eval().requires_grad_(False)
         self.meta = meta
         self.image_size = int(config.get("sample_size", 64))

@@ -7,6 +7,8 @@ name, default steps and needs. :func:`declarations` finds them all; the imports 
 
 from invsolve.samplers.ads import ads
 from invsolve.samplers.afes import afes
+from invsolve.samplers.aps import aps
+from invsolve.samplers.best_of_n import best_of_n
 from invsolve.samplers.ddrm import ddrm
 from invsolve.samplers.declaration import Need, SamplerDeclaration, declaration, declarations
 from invsolve.samplers.dps import dps
@@ -24,6 +26,8 @@ from invsolve.samplers.stsl import stsl
 from invsolve.samplers.tds import tds
 
 __all__ = [
+    "aps",
+    "best_of_n",
     "Need",
     "ParticleWeights",
     "Posterior",

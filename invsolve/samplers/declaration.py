@@ -214,6 +214,10 @@ class SamplerDeclaration:
             latent = [n for n, d in declarations().items() if Need.LATENT_PRIOR in d.needs]
             raise ValueError(f"sampler {self.name!r} diffuses images; this prior diffuses the latents of an "
                              f"autoencoder (samplers for latent priors: {', '.join(latent)})")
+        if Need.TOKEN_PRIOR not in self.needs and _has_need(Need.TOKEN_PRIOR, measurement, prior):
+            token = [n for n, d in declarations().items() if Need.TOKEN_PRIOR in d.needs]
+            raise ValueError(f"sampler {self.name!r} diffuses continuous values; this prior is over the discrete "
+                             f"tokens of a VQ tokenizer (samplers for token priors: {', '.join(token)})")
         if Need.VOLUME not in self.needs and len(_x_shape(measurement)) == 4 and len(prior.shape) == 3:
             raise ValueError(f"sampler {self.name!r} reconstructs images; this problem is a volume "
                              f"{_x_shape(measurement)} (samplers for volumes: {volume_samplers()})")
