@@ -15,8 +15,6 @@ prior ``latent_brain`` (``--zeta``, ``--lr``, ``--sigma-start`` override them).
 from __future__ import annotations
 
 import argparse
-import platform
-import shlex
 import sys
 import time
 
@@ -24,7 +22,7 @@ import torch
 
 from invsolve._atomic import write_text_atomic
 from invsolve.datasets.brain import BrainSlices
-from invsolve.metrics import format_interval, psnr, ssim
+from invsolve.metrics import format_interval, provenance, psnr, ssim
 from invsolve.pipeline.tuned import tuned_settings
 from invsolve.priors.default import load_shipped_prior
 from invsolve.priors.latent import load_latent_prior
@@ -94,14 +92,12 @@ def main(argv=None) -> int:
             rows.append(f"| {task.name} | {label} | {out.nfe} | {format_interval(scores)} | "
                         f"{format_interval(similarity, digits=3)} | {seconds:.1f} |")
             print(rows[-1], flush=True)
-    command = " ".join(shlex.quote(a) for a in ["python", "experiments/latent_brain.py", *sys.argv[1:]])
     text = "\n".join([
         "# Latent samplers on held-out brains", "",
         f"{args.images} held-out slices (`BrainSlices(split='heldout', seed=0)`), 1% noise; one sample per image "
         "(RED-Diff: its mean), clipped to [0, 1]; PSNR and SSIM mean +- 95% t-interval; NFE = denoiser calls.", "",
         "| task | method | NFE | PSNR (dB) | SSIM | s / image |", "|---|---|---:|---:|---:|---:|", *rows, "",
-        f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)",
-        ""])
+        provenance("experiments/latent_brain.py", sys.argv[1:]), ""])
     if args.out:
         write_text_atomic(args.out, text)
     print(text)

@@ -67,6 +67,7 @@ class CodeUsage:
         self.codebook, self.every, self.generator = codebook, every, generator
         self.counts = torch.zeros(codebook.num_embeddings)
         self.restarted = 0
+        self.last_window = 0  # codes used in the last finished window
 
     def initialise(self, h: torch.Tensor) -> None:
         flat = _flat(h.detach())
@@ -78,6 +79,7 @@ class CodeUsage:
         self.counts += torch.bincount(indices.reshape(-1), minlength=len(self.counts)).float()
         if (step + 1) % self.every:
             return
+        self.last_window = int((self.counts > 0).sum())
         dead = (self.counts == 0).nonzero().flatten()
         if len(dead):
             flat = _flat(h.detach())
@@ -88,7 +90,7 @@ class CodeUsage:
         self.counts.zero_()
 
     def in_use(self) -> int:
-        return int((self.counts > 0).sum())
+        return max(self.last_window, int((self.counts > 0).sum()))
 
 
 def training_loss(kind: str, model, batch: torch.Tensor, args, generator, usage: CodeUsage | None, step: int):

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
-import shlex
 import sys
 import time
 
@@ -26,7 +24,7 @@ import torch
 
 from invsolve import GaussianNoise, Measurement
 from invsolve._atomic import write_text_atomic
-from invsolve.metrics import sliced_wasserstein
+from invsolve.metrics import provenance, sliced_wasserstein
 from invsolve.operators import MatrixOperator
 from invsolve.priors import GaussianMixturePrior
 from invsolve.priors.latent import LatentPrior, exact_latent_posterior
@@ -111,13 +109,11 @@ def main(argv=None) -> int:
     for name in SAMPLERS:
         lines.append(f"| {name} | {nfe[name]} | " + " | ".join(cell(rows[name][d]) for d in args.dys)
                      + f" | {seconds[name] / n_runs:.1f} |")
-    command = " ".join(shlex.quote(a) for a in ["python", "experiments/benchmarks/latent_exact.py", *sys.argv[1:]])
     lines += ["", f"Settings: latent DPS zeta 0.03 and PSLD zeta 0.03 / gamma 0.01 at {4 * STSL_NFE} steps (4x "
               f"STSL's {STSL_NFE} denoiser calls); STSL {STSL_STEPS} steps x {STSL_INNER} inner updates, lr 0.6, 1 "
               "probe, sigma_start 20; chosen on two tuning problems (seeds 98, 99, d_y = 2) from zeta in {0.01, 0.03, "
               "0.1, 0.3}, lr in {0.02 ... 1.0}, sigma_start in {5, 20, 80}.", "",
-              f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads)", ""]
+              provenance("experiments/benchmarks/latent_exact.py", sys.argv[1:]), ""]
     text = "\n".join(lines)
     if args.out:
         write_text_atomic(args.out, text)

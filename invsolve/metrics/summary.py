@@ -27,3 +27,14 @@ def format_interval(values: Sequence[float], digits: int = 2, level: float = 0.9
     """``"mean +- half_width"`` of :func:`mean_confidence_interval`."""
     mean, half = mean_confidence_interval(values, level)
     return f"{mean:.{digits}f} +- {half:.{digits}f}"
+
+
+def provenance(script: str, argv: Sequence[str]) -> str:
+    """The line a result table ends with: the command that made it (``python SCRIPT ARGS``) and the machine."""
+    import platform
+    import shlex
+
+    import torch
+
+    command = " ".join(shlex.quote(a) for a in ["python", script, *argv])
+    return f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)"

@@ -24,6 +24,8 @@ _SAMPLER_TUNING = "experiments/tune_samplers.py (experiments/results/sampler_tun
 _DEMO_TUNING = "the demo's tuning on its five tasks (CT 8/16 views, MRI 4x/8x, inpainting 50%)"
 _BRAIN_TUNING = ("experiments/tune_samplers.py --data brain on 4 slices of the brain tuning split "
                  "(experiments/results/brain_tuning.md)")
+_LATENT_TUNING = ("experiments/tune_samplers.py --data brain --prior latent_brain on 2 slices of the brain tuning "
+                  "split (experiments/results/latent_brain_tuning.md)")
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,26 @@ TUNED: tuple[Tuned, ...] = (
     Tuned("tv", "inpainting", {"lam": 0.03}, "inpainting:fraction=0.5", prior="brain", source=_BRAIN_TUNING),
     Tuned("tv", "blur", {"lam": 0.001}, "blur:sigma=1.5", prior="brain", source=_BRAIN_TUNING),
     Tuned("tv", "sr", {"lam": 0.003}, "sr:factor=4", prior="brain", source=_BRAIN_TUNING),
-    # the shipped latent prior, on 2 slices of the brain tuning split (experiments/results/latent_brain.md)
-    Tuned("stsl", ANY_KIND, {"lr": 0.05, "sigma_start": 80.0}, "mri:acceleration=8 at 50 x 5 (lr 0.05-0.6, "
-          "sigma_start 2-80)", prior="latent_brain",
-          source="a grid on 2 slices of the brain tuning split (experiments/results/latent_brain.md)"),
+    # the shipped latent prior, on 2 slices of the brain tuning split (experiments/results/latent_brain_tuning.md)
+    Tuned("stsl", ANY_KIND, {"lr": 0.05, "sigma_start": 80.0}, "mri:acceleration=8 and inpainting:fraction=0.5 at "
+          "50 x 5 (lr 0.02-0.6, sigma_start 2-80)", prior="latent_brain", source=_LATENT_TUNING),
+    Tuned("stsl", "ct", {"lr": 0.15, "sigma_start": 80.0}, "ct:views=8 at 50 x 5 (lr 0.02-0.6)",
+          prior="latent_brain", source=_LATENT_TUNING),
+    Tuned("stsl", "sr", {"lr": 0.15, "sigma_start": 80.0}, "sr:factor=4 at 50 x 5 (lr 0.02-0.6)",
+          prior="latent_brain", source=_LATENT_TUNING),
+    # latent DPS at 2200 steps (4x STSL's NFE); PSLD shares its zeta (gamma 0.1)
+    Tuned("latent-dps", "ct", {"zeta": 0.03}, "ct:views=8 at 2200 steps (zeta 0.01-1)", prior="latent_brain",
+          source=_LATENT_TUNING),
+    Tuned("latent-dps", "inpainting", {"zeta": 0.3}, "inpainting:fraction=0.5 at 2200 steps (zeta 0.3-1)",
+          prior="latent_brain", source=_LATENT_TUNING),
+    Tuned("latent-dps", ANY_KIND, {"zeta": 1.0}, "sr:factor=4 at 2200 steps (zeta 0.3-3); mri:acceleration=8 keeps "
+          "pixel DPS's 1.0 (0.3 was 24.2 dB)", prior="latent_brain", source=_LATENT_TUNING),
+    Tuned("psld", "ct", {"zeta": 0.03, "gamma": 0.1}, "latent DPS's zeta on ct:views=8", prior="latent_brain",
+          source=_LATENT_TUNING),
+    Tuned("psld", "inpainting", {"zeta": 0.3, "gamma": 0.1}, "latent DPS's zeta on inpainting:fraction=0.5",
+          prior="latent_brain", source=_LATENT_TUNING),
+    Tuned("psld", ANY_KIND, {"zeta": 1.0, "gamma": 0.1}, "latent DPS's zeta", prior="latent_brain",
+          source=_LATENT_TUNING),
 )
 
 

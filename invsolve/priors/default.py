@@ -11,6 +11,10 @@
 * ``latent_brain``: a latent prior of the same stream: a diffusers ``AutoencoderKL`` (64x64 -> 4 x 16 x 16,
   ``brain_autoencoder.*``, ``experiments/train_autoencoder.py``) and an EDM prior over its encodings
   (``train-prior --autoencoder``); measured in ``experiments/results/latent_brain.md``.
+* ``token_brain``: a masked-token prior of the same stream: a diffusers ``VQModel`` tokenizer (64x64 -> 16 x 16 codes
+  of 256, ``brain_tokenizer.*``, ``experiments/train_autoencoder.py --kind vq``) and a masked-token transformer over
+  its codes (``token_brain_prior.*``, ``experiments/train_token_prior.py``), both safetensors; measured in
+  ``experiments/results/token_brain.md``.
 
 Both were trained by ``experiments/train_prior.py``; the exact recipe (command, data, steps, seed, wall
 time, final loss) is in the JSON file beside each weights file. Loading needs no network access.
@@ -29,10 +33,13 @@ from invsolve.priors.edm import EDMPrior
 
 #: Shipped priors by name -> file stem in ``invsolve/weights`` (``STEM.pt`` and its recipe ``STEM.json``).
 SHIPPED = {"default": "default_prior", "ellipsoid_slice": "ellipsoid_slice_prior", "brain": "brain_prior",
-           "latent_brain": "latent_brain_prior"}
+           "latent_brain": "latent_brain_prior", "token_brain": "token_brain_prior"}
 #: Shipped latent priors: name -> the stem of their autoencoder in ``invsolve/weights`` (``STEM.safetensors`` and
 #: ``STEM.json``); :func:`load_shipped_prior` returns them as :class:`~invsolve.priors.latent.LatentPrior`.
 SHIPPED_AUTOENCODERS = {"latent_brain": "brain_autoencoder"}
+#: Shipped masked-token priors: name -> the stem of their tokenizer (``STEM.safetensors`` and ``STEM.json``); the
+#: transformer is ``SHIPPED[name].safetensors`` with its recipe; loaded as :class:`~invsolve.priors.tokens.MaskedTokenPrior`.
+SHIPPED_TOKENIZERS = {"token_brain": "brain_tokenizer"}
 WEIGHTS_FILE = "default_prior.pt"
 RECIPE_FILE = "default_prior.json"
 SLICE_WEIGHTS_FILE = "ellipsoid_slice_prior.pt"
@@ -101,7 +108,7 @@ def shipped_prior_path(name: str) -> Path:
     """Path of the shipped prior ``name`` (a key of :data:`SHIPPED`)."""
     if name not in SHIPPED:
         raise ValueError(f"unknown shipped prior {name!r}; choose from {list(SHIPPED)}")
-    return _weights_dir() / f"{SHIPPED[name]}.pt"
+    return _weights_dir() / f"{SHIPPED[name]}{'.safetensors' if name in SHIPPED_TOKENIZERS else '.pt'}"
 
 
 def shipped_prior_recipe(name: str) -> dict[str, Any]:
@@ -111,8 +118,14 @@ def shipped_prior_recipe(name: str) -> dict[str, Any]:
 
 def load_shipped_prior(name: str, device: str | torch.device = "cpu"):
     """The shipped prior ``name`` (``default``, ``ellipsoid_slice``, ``brain``: an :class:`EDMPrior`;
-    ``latent_brain``: a :class:`~invsolve.priors.latent.LatentPrior`) on ``device``."""
+    ``latent_brain``: a :class:`~invsolve.priors.latent.LatentPrior`; ``token_brain``: a
+    :class:`~invsolve.priors.tokens.MaskedTokenPrior`) on ``device``."""
     path = shipped_prior_path(name)
+    if name in SHIPPED_TOKENIZERS:
+        from invsolve.priors.tokens import load_token_prior
+
+        _require_weights(path, path.with_suffix(".json").name)
+        return load_token_prior(path, _weights_dir(), device, tokenizer_stem=SHIPPED_TOKENIZERS[name])
     if name in SHIPPED_AUTOENCODERS:
         from invsolve.priors.latent import load_latent_prior
 
