@@ -20,9 +20,8 @@ import time
 
 import torch
 
-from invsolve._atomic import write_text_atomic
 from invsolve.datasets.brain import BrainSlices
-from invsolve.metrics import format_interval, provenance, psnr, ssim
+from invsolve.metrics import format_interval, provenance, psnr, publish, ssim
 from invsolve.pipeline.tuned import tuned_settings
 from invsolve.priors.default import load_shipped_prior
 from invsolve.priors.latent import load_latent_prior
@@ -98,10 +97,7 @@ def main(argv=None) -> int:
         "(RED-Diff: its mean), clipped to [0, 1]; PSNR and SSIM mean +- 95% t-interval; NFE = denoiser calls.", "",
         "| task | method | NFE | PSNR (dB) | SSIM | s / image |", "|---|---|---:|---:|---:|---:|", *rows, "",
         provenance("experiments/latent_brain.py", sys.argv[1:]), ""])
-    if args.out:
-        write_text_atomic(args.out, text)
-    print(text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

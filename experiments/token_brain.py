@@ -21,9 +21,8 @@ import time
 
 import torch
 
-from invsolve._atomic import write_text_atomic
 from invsolve.datasets.brain import BrainSlices
-from invsolve.metrics import format_interval, provenance, psnr, ssim
+from invsolve.metrics import format_interval, provenance, psnr, publish, ssim
 from invsolve.pipeline.tuned import tuned_settings
 from invsolve.priors.default import load_shipped_prior
 from invsolve.priors.tokens import load_token_prior
@@ -103,10 +102,7 @@ def main(argv=None) -> int:
         "calls for token methods, denoiser calls (NFE) for pixel methods.", "",
         "| task | method | transformer calls / NFE | decoder calls | PSNR (dB) | SSIM | s / image |",
         "|---|---|---:|---:|---:|---:|---:|", *rows, "", provenance("experiments/token_brain.py", sys.argv[1:]), ""])
-    if args.out:
-        write_text_atomic(args.out, text)
-    print(text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

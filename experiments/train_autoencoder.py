@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import invsolve  # noqa: F401  (applies the torchvision shim before diffusers is imported)
-from invsolve._atomic import atomic_path, write_text_atomic
+from invsolve._atomic import save_weights_with_recipe
 from invsolve.datasets.brain import BrainSlices, BrainTemplates
 
 _BODY = {"in_channels": 1, "out_channels": 1, "block_out_channels": [32, 64, 64],
@@ -142,8 +142,6 @@ def main(argv=None) -> int:
             codes = f" codes in use {usage.in_use()} restarted {usage.restarted}" if usage else ""
             print(f"step {step} loss {loss.item():.4f} held-out PSNR {heldout_psnr(args.kind, model, heldout):.2f} dB"
                   f"{codes} ({time.monotonic() - start:.0f} s)", flush=True)
-    from safetensors.torch import save_file
-
     stem = STEMS[args.kind]
     args.out.mkdir(parents=True, exist_ok=True)
     recipe = {"config": config, "heldout_psnr": heldout_psnr(args.kind, model, heldout),
@@ -158,9 +156,7 @@ def main(argv=None) -> int:
         else:
             used = model.quantize(model.encode(heldout).latents)[2][2].unique()
             recipe["heldout_codes_in_use"] = int(len(used))
-    with atomic_path(args.out / f"{stem}.safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    write_text_atomic(args.out / f"{stem}.json", json.dumps(recipe, indent=2) + "\n")
+    save_weights_with_recipe(args.out, stem, model.state_dict(), recipe)
     print(json.dumps(recipe, indent=2))
     return 0
 

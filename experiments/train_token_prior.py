@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import invsolve  # noqa: F401  (applies the torchvision shim before diffusers is imported)
-from invsolve._atomic import atomic_path, write_text_atomic
+from invsolve._atomic import save_weights_with_recipe
 from invsolve.datasets.brain import BrainSlices, BrainTemplates
 from invsolve.priors.tokens import MaskedTokenTransformer, TokenizerFiles
 
@@ -104,8 +104,6 @@ def main(argv=None) -> int:
                   f"({time.monotonic() - start:.0f} s)", flush=True)
     model.eval()
     ce, acc = masked_scores(model, heldout, k, torch.Generator().manual_seed(1))
-    from safetensors.torch import save_file
-
     args.out.mkdir(parents=True, exist_ok=True)
     recipe = {"config": model.config, "heldout_masked_ce": ce, "heldout_masked_accuracy": acc,
               "tokenizer": str(args.tokenizer / args.tokenizer_stem),
@@ -113,9 +111,7 @@ def main(argv=None) -> int:
                          f"--steps {args.steps} --batch {args.batch} --pool {args.pool} --lr {args.lr} --width "
                          f"{args.width} --depth {args.depth} --heads {args.heads} --seed {args.seed}",
               "seconds": time.monotonic() - start, "data": f"BrainSlices(64, split='train', seed={args.seed})"}
-    with atomic_path(args.out / f"{args.stem}.safetensors") as tmp:
-        save_file({name: v.contiguous() for name, v in model.state_dict().items()}, str(tmp))
-    write_text_atomic(args.out / f"{args.stem}.json", json.dumps(recipe, indent=2) + "\n")
+    save_weights_with_recipe(args.out, args.stem, model.state_dict(), recipe)
     print(json.dumps(recipe, indent=2))
     return 0
 

@@ -83,3 +83,20 @@ def atomic_group(targets: list[Path]) -> Iterator[dict[Path, Path]]:
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def save_weights_with_recipe(folder: str | os.PathLike, stem: str, state_dict: dict, recipe: dict) -> None:
+    """``folder/STEM.safetensors`` (the tensors, contiguous) and ``folder/STEM.json`` (the recipe), together or not
+    at all (:func:`atomic_group`)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    weights, sidecar = folder / f"{stem}.safetensors", folder / f"{stem}.json"
+    with atomic_group([weights, sidecar]) as staged:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(staged[weights]))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staged[weights], 0o666 & ~umask)  # safetensors writes 0600; give it ordinary permissions
+        staged[sidecar].write_text(json.dumps(recipe, indent=2) + "\n")

@@ -23,8 +23,7 @@ import time
 import torch
 
 from invsolve import GaussianNoise, Measurement
-from invsolve._atomic import write_text_atomic
-from invsolve.metrics import provenance, sliced_wasserstein
+from invsolve.metrics import provenance, publish, sliced_wasserstein
 from invsolve.operators import MatrixOperator
 from invsolve.priors import GaussianMixturePrior
 from invsolve.priors.latent import LatentPrior, exact_latent_posterior
@@ -115,10 +114,7 @@ def main(argv=None) -> int:
               "0.1, 0.3}, lr in {0.02 ... 1.0}, sigma_start in {5, 20, 80}.", "",
               provenance("experiments/benchmarks/latent_exact.py", sys.argv[1:]), ""]
     text = "\n".join(lines)
-    if args.out:
-        write_text_atomic(args.out, text)
-    print(text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

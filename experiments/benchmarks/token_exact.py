@@ -21,8 +21,7 @@ import time
 import torch
 
 from invsolve import GaussianNoise, Measurement
-from invsolve._atomic import write_text_atomic
-from invsolve.metrics import provenance
+from invsolve.metrics import provenance, publish
 from invsolve.operators.matrix import MatrixOperator
 from invsolve.priors.tokens import MaskedTokenPrior, all_sequences, exact_token_posterior, sequence_index
 from invsolve.samplers import aps, best_of_n
@@ -118,10 +117,7 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | " + " | ".join(cell(by_column[c]) for c in columns) + f" | {time_cell} |")
     lines += ["", provenance("experiments/benchmarks/token_exact.py", sys.argv[1:]), ""]
     text = "\n".join(lines)
-    if args.out:
-        write_text_atomic(args.out, text)
-    print(text)
-    return 0
+    return publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,13 @@ def provenance(script: str, argv: Sequence[str]) -> str:
 
     command = " ".join(shlex.quote(a) for a in ["python", script, *argv])
     return f"Command: `{command}` ({platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads)"
+
+
+def publish(text: str, out: str | None) -> int:
+    """Print a result table and, when ``out`` is given, write it there atomically; 0 (an exit status)."""
+    if out:
+        from invsolve._atomic import write_text_atomic
+
+        write_text_atomic(out, text)
+    print(text)
+    return 0
