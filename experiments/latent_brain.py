@@ -68,6 +68,7 @@ def main(argv=None) -> int:
         }
 
     rows = [f"| all | autoencoder ceiling decode(encode(x)) | – | {format_interval(ceiling)} | – | – |"]
+    paired = []
     names = tuple(t.strip() for t in args.tasks.split(","))
     for task in standard_tasks(64, EVALUATION_SEED, names=names):
         meas = task.measure(truth, torch.Generator().manual_seed(EVALUATION_SEED))
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
                                                                              **tuned_settings("red-diff", task.kind,
                                                                                               "brain", 100).settings),
         }
+        per_image: dict[str, list[float]] = {}
         for label, run in {**latent_methods(task.kind), **pixel_methods}.items():
             if args.only and not label.startswith(args.only):
                 continue
@@ -91,11 +93,19 @@ def main(argv=None) -> int:
             rows.append(f"| {task.name} | {label} | {out.nfe} | {format_interval(scores)} | "
                         f"{format_interval(similarity, digits=3)} | {seconds:.1f} |")
             print(rows[-1], flush=True)
+            per_image[label] = scores
+        stsl_scores = next((v for k, v in per_image.items() if k.startswith("STSL")), None)
+        for label, scores in per_image.items():
+            if stsl_scores is not None and not label.startswith("STSL"):
+                diff = [a - b for a, b in zip(stsl_scores, scores)]
+                paired.append(f"| {task.name} | STSL - {label} | {format_interval(diff)} |")
     text = "\n".join([
         "# Latent samplers on held-out brains", "",
         f"{args.images} held-out slices (`BrainSlices(split='heldout', seed=0)`), 1% noise; one sample per image "
         "(RED-Diff: its mean), clipped to [0, 1]; PSNR and SSIM mean +- 95% t-interval; NFE = denoiser calls.", "",
         "| task | method | NFE | PSNR (dB) | SSIM | s / image |", "|---|---|---:|---:|---:|---:|", *rows, "",
+        "Paired PSNR differences (same images; positive: STSL better), mean +- 95% t-interval:", "",
+        "| task | difference | PSNR (dB) |", "|---|---|---:|", *paired, "",
         provenance("experiments/latent_brain.py", sys.argv[1:]), ""])
     return publish(text, args.out)
 

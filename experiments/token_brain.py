@@ -52,6 +52,7 @@ def main(argv=None) -> int:
         recon = tokens.decode_tokens(tokens.tokenize(truth)).clamp(0, 1)
     ceiling = [psnr(truth[i, 0], recon[i, 0]) for i in range(args.images)]
     rows = [f"| all | tokenizer ceiling decode(tokenize(x)) | – | – | {format_interval(ceiling)} | – | – |"]
+    paired = []
     names = tuple(t.strip() for t in args.tasks.split(","))
     for task in standard_tasks(64, EVALUATION_SEED, names=names):
         meas = task.measure(truth, torch.Generator().manual_seed(EVALUATION_SEED))
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
         settings = {**tuned_settings("aps", task.kind, "token_brain", args.steps).settings,
                     **{k: v for k, v in given.items() if v is not None}}
         seconds: dict[str, float] = {}
+        per_image: dict[str, list[float]] = {}
 
         def run_aps(**changes):
             return lambda m, g: aps(m, tokens, steps=args.steps, generator=g, **{**settings, **changes})
@@ -95,13 +97,20 @@ def main(argv=None) -> int:
                         f"{d.get('decoder_calls', '–')} | {format_interval(scores)} | "
                         f"{format_interval(similarity, digits=3)} | {seconds[label] / args.images:.1f} |")
             print(rows[-1], flush=True)
+            per_image[name] = scores
+        for name, scores in per_image.items():
+            if name != aps_label:
+                diff = [a - b for a, b in zip(per_image[aps_label], scores)]
+                paired.append(f"| {task.name} | APS - {name} | {format_interval(diff)} |")
     text = "\n".join([
         "# APS and token baselines on held-out brains", "",
         f"{args.images} {args.split} slices (`BrainSlices(split='{args.split}', seed=0)`), 1% noise; one sample per "
         "image (RED-Diff: its mean), clipped to [0, 1]; PSNR and SSIM mean +- 95% t-interval. Calls: transformer "
         "calls for token methods, denoiser calls (NFE) for pixel methods.", "",
         "| task | method | transformer calls / NFE | decoder calls | PSNR (dB) | SSIM | s / image |",
-        "|---|---|---:|---:|---:|---:|---:|", *rows, "", provenance("experiments/token_brain.py", sys.argv[1:]), ""])
+        "|---|---|---:|---:|---:|---:|---:|", *rows, "",
+        "Paired PSNR differences (same images; positive: APS better), mean +- 95% t-interval:", "",
+        "| task | difference | PSNR (dB) |", "|---|---|---:|", *paired, "", provenance("experiments/token_brain.py", sys.argv[1:]), ""])
     return publish(text, args.out)
 
 
