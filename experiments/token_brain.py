@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         shown = ", ".join(f"{k} {v:g}" for k, v in sorted(settings.items()) if isinstance(v, (int, float)))
         unguided_label, aps_label = "unguided decoding", f"APS ({args.steps} steps, {shown})"
         methods = {
-            unguided_label: run_aps(inner_steps=0),
+            unguided_label: run_aps(inner_steps=0, anchor_temperature=1.0),  # MaskGIT: the prior's confidence
             aps_label: run_aps(),
             "APS, ablation: prior-confidence remasking": run_aps(anchor="prior"),
             "APS, ablation: soft expectation": run_aps(expectation="soft"),

@@ -87,8 +87,9 @@ TUNED: tuple[Tuned, ...] = (
     Tuned("stsl", "sr", {"lr": 0.15, "sigma_start": 80.0}, "sr:factor=4 at 50 x 5 (lr 0.02-0.6)",
           prior="latent_brain", source=_LATENT_TUNING),
     # the shipped token prior, on 2 slices of the brain tuning split (experiments/results/token_brain_tuning.md)
-    Tuned("aps", ANY_KIND, {"lr": 1.5, "inner_steps": 20}, "ct:views=8, mri:acceleration=8, inpainting:fraction=0.5, "
-          "sr:factor=4 at 16 steps (lr 0.2-4, inner_steps 20-50, kl 0-1)", prior="token_brain",
+    Tuned("aps", ANY_KIND, {"lr": 1.5, "inner_steps": 20, "anchor_temperature": 100.0}, "ct:views=8, "
+          "mri:acceleration=8, inpainting:fraction=0.5, sr:factor=4 at 16 steps (lr 0.2-4, inner_steps 20-50, kl 0-1; "
+          "anchor_temperature 1-1000 on ct and sr)", prior="token_brain",
           source="experiments/token_brain.py --split tuning on 2 slices (experiments/results/token_brain_tuning.md)"),
     # latent DPS at 2200 steps (4x STSL's NFE); PSLD shares its zeta (gamma 0.1)
     Tuned("latent-dps", "ct", {"zeta": 0.03}, "ct:views=8 at 2200 steps (zeta 0.01-1)", prior="latent_brain",

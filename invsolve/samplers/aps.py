@@ -24,7 +24,7 @@ import torch
 
 from invsolve.measurement import Measurement
 from invsolve.samplers._common import Callback, require_gaussian_noise, start
-from invsolve.samplers.declaration import NONNEGATIVE, Need, Range, SamplerDeclaration
+from invsolve.samplers.declaration import NONNEGATIVE, POSITIVE, Need, Range, SamplerDeclaration
 from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.token_decoding import (confidence_noise_scale, data_misfit, decide, draw_codes,
                                               fully_masked, gumbel, mask_fractions, masked_after)
@@ -72,7 +72,7 @@ def tilted_logits(measurement: Measurement, prior, tokens: torch.Tensor, logits:
 def aps(measurement: Measurement, prior, *, steps: int | None = 16, sigmas=None, n_samples: int = 1,
         generator: torch.Generator, callback: Callback | None = None, inner_steps: int = 20, lr: float = 0.5,
         lam: float | None = None, l1: float = 0.0, anchor: str = "tilted", expectation: str = "quantized",
-        confidence_noise: float = 1.0, kl: float = 0.0) -> SamplerOutput:
+        confidence_noise: float = 1.0, kl: float = 0.0, anchor_temperature: float = 1.0) -> SamplerOutput:
     """Anchored posterior sampling (module docstring).
 
     Args:
@@ -83,6 +83,10 @@ def aps(measurement: Measurement, prior, *, steps: int | None = 16, sigmas=None,
         anchor: ``"tilted"`` (APS) or ``"prior"`` (ablation): whose confidence decides which tokens stay.
         expectation: ``"quantized"`` (APS) or ``"soft"`` (ablation): what the decoder sees while tilting.
         confidence_noise: weight of the Gumbel noise on confidences, annealed to 0 (MaskGIT's choice temperature).
+        kl: weight of ``KL(softmax(phi) || softmax(l))`` at the masked positions, holding the tilt near the prior's
+            logits (0, as published; a variational reading of the tilt).
+        anchor_temperature: the tilted logits are divided by it before their confidences are ranked (1, as
+            published); only the ranking changes, candidates are still drawn from ``softmax(phi)``.
     """
     if sigmas is not None:
         raise ValueError("aps decodes tokens on a cosine masking schedule; give steps, not sigmas")
@@ -109,7 +113,7 @@ def aps(measurement: Measurement, prior, *, steps: int | None = 16, sigmas=None,
         phi = tilted_logits(run.measurement, prior, tokens, logits, inner_steps=inner_steps, lr=lr, lam=lam, l1=l1,
                             quantized=expectation == "quantized", kl=kl)
         candidates = draw_codes(phi, generator)
-        judge = phi if anchor == "tilted" else logits
+        judge = phi / anchor_temperature if anchor == "tilted" else logits
         confidence = judge.log_softmax(-1).gather(-1, candidates[..., None])[..., 0]
         noise = confidence_noise_scale(i, run.n_steps, confidence_noise)
         if noise > 0:
@@ -126,4 +130,4 @@ def aps(measurement: Measurement, prior, *, steps: int | None = 16, sigmas=None,
 DECLARATION = SamplerDeclaration(
     "aps", aps, default_steps=16, needs={Need.TOKEN_PRIOR, Need.GAUSSIAN_NOISE}, label="APS",
     ranges={"inner_steps": Range(0, 10000, integer=True), "lr": NONNEGATIVE, "lam": NONNEGATIVE, "l1": NONNEGATIVE,
-            "confidence_noise": NONNEGATIVE, "kl": NONNEGATIVE})
+            "confidence_noise": NONNEGATIVE, "kl": NONNEGATIVE, "anchor_temperature": POSITIVE})
