@@ -10,7 +10,7 @@ noise, the tasks of ``--tasks``. Each method gives one sample per image (RED-Dif
 and SSIM mean +- 95% t-interval; transformer calls (NFE for the pixel methods), decoder calls, wall time per image.
 Best-of-N's N is APS's wall time over unguided decoding's on the same task (equal wall time). Ceiling: PSNR of
 ``decode(tokenize(x))``, the best any token method can reach. Settings: the tuned table's under the prior
-``token_brain`` (``--inner-steps``, ``--lr``, ``--kl`` override them).
+``token_brain`` (``--inner-steps``, ``--lr``, ``--kl``, ``--anchor-temperature`` override them).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--inner-steps", type=int, help="APS inner Adam steps (default: tuned)")
     parser.add_argument("--lr", type=float, help="APS inner learning rate (default: tuned)")
     parser.add_argument("--kl", type=float, help="APS KL weight (default: tuned)")
+    parser.add_argument("--anchor-temperature", type=float, help="APS ranking temperature (default: tuned)")
     parser.add_argument("--only", help="run only the methods whose label starts with this (e.g. APS)")
     parser.add_argument("--split", default="heldout", choices=("heldout", "tuning"))
     parser.add_argument("--out", default=None)
@@ -56,7 +57,8 @@ def main(argv=None) -> int:
     names = tuple(t.strip() for t in args.tasks.split(","))
     for task in standard_tasks(64, EVALUATION_SEED, names=names):
         meas = task.measure(truth, torch.Generator().manual_seed(EVALUATION_SEED))
-        given = {"inner_steps": args.inner_steps, "lr": args.lr, "kl": args.kl}
+        given = {"inner_steps": args.inner_steps, "lr": args.lr, "kl": args.kl,
+                 "anchor_temperature": args.anchor_temperature}
         settings = {**tuned_settings("aps", task.kind, "token_brain", args.steps).settings,
                     **{k: v for k, v in given.items() if v is not None}}
         seconds: dict[str, float] = {}

@@ -143,7 +143,6 @@ def main(argv=None) -> int:
             print(f"step {step} loss {loss.item():.4f} held-out PSNR {heldout_psnr(args.kind, model, heldout):.2f} dB"
                   f"{codes} ({time.monotonic() - start:.0f} s)", flush=True)
     stem = STEMS[args.kind]
-    args.out.mkdir(parents=True, exist_ok=True)
     recipe = {"config": config, "heldout_psnr": heldout_psnr(args.kind, model, heldout),
               "command": f"python experiments/train_autoencoder.py --kind {args.kind} --out {args.out} --steps "
                          f"{args.steps} --batch {args.batch} --lr {args.lr} --kl {args.kl} --restart-every "

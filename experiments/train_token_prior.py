@@ -104,7 +104,6 @@ def main(argv=None) -> int:
                   f"({time.monotonic() - start:.0f} s)", flush=True)
     model.eval()
     ce, acc = masked_scores(model, heldout, k, torch.Generator().manual_seed(1))
-    args.out.mkdir(parents=True, exist_ok=True)
     recipe = {"config": model.config, "heldout_masked_ce": ce, "heldout_masked_accuracy": acc,
               "tokenizer": str(args.tokenizer / args.tokenizer_stem),
               "command": f"python experiments/train_token_prior.py --tokenizer {args.tokenizer} --out {args.out} "
