@@ -263,6 +263,56 @@ def brain_volume(templates: BrainTemplates, generator: torch.Generator, size: in
     return _contrast_image(sampled, mix, bias)[None]
 
 
+class BrainVolumeSlices(Dataset):
+    """Axial slices of ``n_volumes`` seeded training-split brain volumes (:func:`brain_volume`): the slice prior
+    of DiffusionMBIR-style 3D reconstruction is trained on them, as the paper trains its prior on the slices of
+    training volumes.
+
+    Volume ``v`` is drawn from ``SeedSequence([seed, 0, v])`` (the ``train`` key of :class:`BrainSlices`), with
+    ``depth`` slices ``spacing`` mm apart; items are ordered volume by volume. Volumes are cached (all of them by
+    default: 500 volumes of 32 x 64 x 64 take 260 MB), so random access costs one volume draw per volume.
+    Empty slices (no pixel above 0.05) are kept: the prior must know the background too.
+    """
+
+    channels = 1
+    value_range = (0.0, 1.0)
+
+    def __init__(self, size: int = 64, *, n_volumes: int = 500, depth: int = 32, spacing: float = 1.0, seed: int = 0, cache_volumes: int | None = None,
+                 templates: BrainTemplates | None = None) -> None:
+        for name, value in (("n_volumes", n_volumes), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+            raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}")
+        if not 0 < spacing * depth <= TRAIN_Z_MAX:
+            raise ValueError(f"depth * spacing must lie in (0, {TRAIN_Z_MAX}] mm, got {depth} * {spacing}")
+        self.size, self.n_volumes, self.depth, self.spacing, self.seed = size, n_volumes, depth, float(spacing), seed
+        self.templates = templates or BrainTemplates()
+        self._cache_size = n_volumes if cache_volumes is None else max(1, int(cache_volumes))
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self.n_volumes * self.depth
+
+    def volume(self, v: int) -> torch.Tensor:
+        """Training volume ``v``, ``(1, depth, size, size)``."""
+        if v not in self._cache:
+            state = np.random.SeedSequence([self.seed, _SPLIT_KEYS["train"], int(v)]).generate_state(1)[0]
+            g = torch.Generator().manual_seed(int(state))
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[v] = brain_volume(self.templates, g, self.size, self.depth, spacing=self.spacing,
+                                          split="train")
+        return self._cache[v]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} slices")
+        v, k = divmod(index, self.depth)
+        return self.volume(v)[:, k].contiguous()
+
+
 class BrainSlices(Dataset):
     """An infinite-like seeded stream of brain images ``(1, size, size)`` of one split (:func:`brain_slice`).
 

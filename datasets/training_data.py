@@ -48,7 +48,7 @@ from invsolve.datasets.ellipsoids import random_ellipsoids, volume_slice
 from invsolve.datasets.phantoms import random_ellipses
 from invsolve.operators.fourier import ifft2c
 
-SOURCES: tuple[str, ...] = ("ellipses", "ellipsoids", "brain", "nifti", "fastmri")
+SOURCES: tuple[str, ...] = ("ellipses", "ellipsoids", "brain", "brain-volumes", "nifti", "fastmri")
 _MAX_SEED = 2**31
 _MAX_LENGTH = 2**32
 
@@ -391,7 +391,8 @@ def build_training_data(source: str, size: int, *, seed: int = 0, path: str | No
 
     Args:
         source: ``"ellipses"``, ``"ellipsoids"``, ``"brain"`` (the training split of
-            :class:`~invsolve.datasets.brain.BrainSlices`), ``"nifti"`` or ``"fastmri"``.
+            :class:`~invsolve.datasets.brain.BrainSlices`), ``"brain-volumes"`` (axial slices of training
+            brain volumes, :class:`~invsolve.datasets.brain.BrainVolumeSlices`), ``"nifti"`` or ``"fastmri"``.
         size: image side length.
         seed: seed of procedural sources (ignored for files).
         path: folder or file for ``"nifti"`` and ``"fastmri"``.
@@ -405,6 +406,10 @@ def build_training_data(source: str, size: int, *, seed: int = 0, path: str | No
         from invsolve.datasets.brain import BrainSlices
 
         return BrainSlices(size, split="train", seed=seed, **options)
+    if source == "brain-volumes":
+        from invsolve.datasets.brain import BrainVolumeSlices
+
+        return BrainVolumeSlices(size, seed=seed, **options)
     if source in ("nifti", "fastmri"):
         if path is None:
             raise ValueError(f"source {source!r} needs data_path (--data-path: a folder or file)")

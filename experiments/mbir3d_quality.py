@@ -126,8 +126,14 @@ def load_prior(path: str | None):
 
 def measure(problem: Problem, depth: int, seed: int):
     """A held-out volume, its operator, noisy measurement (1% of the RMS of ``A x``) and baseline."""
-    volume = random_ellipsoids((depth, SIZE, SIZE), torch.Generator().manual_seed(seed))[None]
-    op, baseline = problem.build(depth, seed)
+    return measure_volume(problem, random_ellipsoids((depth, SIZE, SIZE), torch.Generator().manual_seed(seed))[None],
+                          seed)
+
+
+def measure_volume(problem: Problem, volume: torch.Tensor, seed: int):
+    """``volume (1, 1, D, H, W)``, its operator, noisy measurement (1% of the RMS of ``A x``, noise seeded by
+    ``seed + 1``) and baseline reconstruction."""
+    op, baseline = problem.build(volume.shape[-3], seed)
     with torch.no_grad():
         clean = op.A(volume)
     noise = GaussianNoise(0.01 * float(clean.square().mean().sqrt()))

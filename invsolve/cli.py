@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--seed", type=int, default=0, help="seeds the mask, the noise and the sampler (default: 0)")
     rec.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     rec.add_argument("--prior", default=None,
-                     help="a shipped prior by name (default, brain, ellipsoid_slice) or a prior file from train-prior "
+                     help="a shipped prior by name (default, brain, brain_slice, ellipsoid_slice, ...) or a prior file from train-prior "
                      "(default: the shipped default prior)")
     rec.add_argument("--resize", action="store_true",
                      help="allow data of another resolution than the prior's: pad to square and resample "

@@ -50,7 +50,7 @@ _RESUMABLE_CHANGES = frozenset({"out_dir", "steps", "checkpoint_every", "log_eve
 class TrainConfig:
     """Everything that defines a training run (JSON-able; saved in every checkpoint).
 
-    Data: ``source`` is ``"ellipses"``, ``"ellipsoids"``, ``"brain"``, ``"nifti"`` or ``"fastmri"`` (see
+    Data: ``source`` is ``"ellipses"``, ``"ellipsoids"``, ``"brain"``, ``"brain-volumes"``, ``"nifti"`` or ``"fastmri"`` (see
     :func:`invsolve.datasets.training_data.build_training_data`); ``data_path`` is the folder or file
     of file sources; ``data_options`` are passed to the dataset (e.g. ``{"mode": "complex"}``);
     ``data_seed`` seeds procedural sources (defaults to ``seed``). ``autoencoder``: a folder of

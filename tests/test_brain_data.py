@@ -143,6 +143,24 @@ def test_volumes_are_drawn_the_same_way(templates):
         brain_volume(templates, torch.Generator(), 16, 64, spacing=2.0, split="heldout")
 
 
+def test_volume_slices_are_the_axial_slices_of_seeded_training_volumes(templates):
+    from invsolve.datasets.brain import BrainVolumeSlices
+
+    data = BrainVolumeSlices(16, n_volumes=3, depth=4, spacing=2.0, seed=1, templates=templates, cache_volumes=1)
+    assert len(data) == 12 and tuple(data[5].shape) == (1, 16, 16)
+    volume = data.volume(1)
+    assert tuple(volume.shape) == (1, 4, 16, 16)
+    assert torch.equal(data[5], volume[:, 1]) and torch.equal(data[0], data.volume(0)[:, 0])
+    again = BrainVolumeSlices(16, n_volumes=3, depth=4, spacing=2.0, seed=1, templates=templates)
+    assert torch.equal(again[5], data[5]) and not torch.equal(again[5], again[1])  # seeded, not one volume repeated
+    assert len(data._cache) == 1  # the cache is bounded
+    with pytest.raises(ValueError, match="depth \\* spacing"):
+        BrainVolumeSlices(16, depth=200, spacing=1.0, templates=templates)
+    with pytest.raises(IndexError):
+        data[12]
+    assert type(build_training_data("brain-volumes", 16, seed=0, n_volumes=2, depth=4)).__name__ == "BrainVolumeSlices"
+
+
 def test_the_training_stream_is_pinned(templates):
     """The brain prior's recipe retrains from this stream: item 0 of the training split must not drift."""
     image = BrainSlices(64, split="train", seed=0, templates=templates)[0]

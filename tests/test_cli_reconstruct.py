@@ -171,10 +171,11 @@ def test_benchmark_command(tmp_path, capsys):
     assert "unknown task" in err
 
 
-def test_mbir3d_reconstructs_the_real_brain_volume_with_its_header(tmp_path, capsys):
+@pytest.mark.parametrize("sampler, prior", [("mbir3d", "default"), ("dds3d", "brain_slice")])
+def test_3d_samplers_reconstruct_the_real_brain_volume_with_its_header(tmp_path, capsys, sampler, prior):
     out = tmp_path / "mbir.nii.gz"
-    assert main(["reconstruct", str(ANATOMICAL), "--out", str(out), "--operator", "ct:views=8", "--sampler", "mbir3d",
-                 "--steps", "3", "--samples", "2", "--resize", "--quiet"]) == 0
+    assert main(["reconstruct", str(ANATOMICAL), "--out", str(out), "--operator", "ct:views=8", "--sampler", sampler,
+                 "--prior", prior, "--steps", "3", "--samples", "2", "--resize", "--quiet"]) == 0
     source, image = nib.load(ANATOMICAL), nib.load(out)
     assert image.shape == source.shape and np.array_equal(image.affine, source.affine)
     for field in ("sform_code", "qform_code", "pixdim", "srow_x", "srow_y", "srow_z", "xyzt_units"):
@@ -185,8 +186,8 @@ def test_mbir3d_reconstructs_the_real_brain_volume_with_its_header(tmp_path, cap
 
     imsave(png, np.zeros((64, 64), np.uint8), check_contrast=False)
     err = _error(capsys, ["reconstruct", str(png), "--out", str(tmp_path / "x.h5"), "--operator", "ct:views=8",
-                          "--sampler", "mbir3d"])
-    assert "mbir3d reconstructs one volume" in err
+                          "--sampler", sampler])
+    assert f"{sampler} reconstructs one volume" in err
 
 
 def test_mbir3d_on_the_brain_volume_with_a_3d_mri_mask_and_limited_angle_ct(tmp_path, capsys):

@@ -8,6 +8,9 @@
 * ``brain``: the default prior fine-tuned on the training split of the brain stream made from nilearn's
   MNI152 templates (:class:`invsolve.datasets.brain.BrainSlices`); measured in
   ``experiments/results/brain_prior.md``.
+* ``brain_slice``: the brain prior fine-tuned on axial slices of training-split brain *volumes*
+  (:class:`invsolve.datasets.brain.BrainVolumeSlices`), the slice prior of 3D reconstruction on brains
+  (``dds3d``, ``mbir3d``); measured in ``experiments/results/mbir3d_brain.md``.
 * ``latent_brain``: a latent prior of the same stream: a diffusers ``AutoencoderKL`` (64x64 -> 4 x 16 x 16,
   ``brain_autoencoder.*``, ``experiments/train_autoencoder.py``) and an EDM prior over its encodings
   (``train-prior --autoencoder``); measured in ``experiments/results/latent_brain.md``.
@@ -33,6 +36,7 @@ from invsolve.priors.edm import EDMPrior
 
 #: Shipped priors by name -> file stem in ``invsolve/weights`` (``STEM.pt`` and its recipe ``STEM.json``).
 SHIPPED = {"default": "default_prior", "ellipsoid_slice": "ellipsoid_slice_prior", "brain": "brain_prior",
+           "brain_slice": "brain_slice_prior",
            "latent_brain": "latent_brain_prior", "token_brain": "token_brain_prior"}
 #: Shipped latent priors: name -> the stem of their autoencoder in ``invsolve/weights`` (``STEM.safetensors`` and
 #: ``STEM.json``); :func:`load_shipped_prior` returns them as :class:`~invsolve.priors.latent.LatentPrior`.

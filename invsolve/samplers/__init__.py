@@ -10,6 +10,7 @@ from invsolve.samplers.afes import afes
 from invsolve.samplers.aps import aps
 from invsolve.samplers.best_of_n import best_of_n
 from invsolve.samplers.ddrm import ddrm
+from invsolve.samplers.dds3d import dds3d
 from invsolve.samplers.declaration import Need, SamplerDeclaration, declaration, declarations
 from invsolve.samplers.dps import dps
 from invsolve.samplers.edm import edm_sample, edm_sigmas, unconditional
@@ -38,6 +39,7 @@ __all__ = [
     "ads",
     "afes",
     "ddrm",
+    "dds3d",
     "declaration",
     "declarations",
     "dps",

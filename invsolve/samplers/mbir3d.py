@@ -84,7 +84,7 @@ def mbir3d(measurement: Measurement, prior: SliceStackPrior, *, steps: int | Non
            n_samples: int = 1, generator: torch.Generator, callback: Callback | None = None, lam: float = 1e-3,
            lam_xy: float = 0.0, admm_rho: float = 2e-2, operator_norm: float | None = None, cg_iterations: int = 5,
            admm_iterations: int = 2, corrector_steps: int = 0, snr: float = 0.16, eta: float = 1.0,
-           rho: float = 7.0, consistency: str = "denoised") -> SamplerOutput:
+           rho: float = 7.0, consistency: str = "denoised", epsilon: str = "consistent") -> SamplerOutput:
     """DiffusionMBIR samples ``(n_samples, B, C, D, H, W)`` of a volume measured by a linear operator.
 
     Args:
@@ -110,6 +110,10 @@ def mbir3d(measurement: Measurement, prior: SliceStackPrior, *, steps: int | Non
             the predictor-corrector) or ``"denoised"`` (on the denoised estimate before the DDIM step, as in
             the authors' later decomposed diffusion sampler, Chung et al., ICLR 2024; the last step still
             ends with an ADMM iteration on the final iterate).
+        epsilon: the noise direction of the DDIM step when ``consistency="denoised"``: ``"consistent"``
+            (``(x - x0') / sigma`` from the data-consistent estimate ``x0'``, so the correction enters with weight
+            ``1 - sigma_next / sigma``) or ``"network"`` (the network's own ``(x - x0) / sigma``, as DDS eq. 13
+            keeps it, so the correction ``x0' - x0`` is carried into the next iterate in full).
 
     ``nfe`` counts 2D-network evaluations per volume slice: ``steps * (1 + corrector_steps)``.
     """
@@ -123,6 +127,8 @@ def mbir3d(measurement: Measurement, prior: SliceStackPrior, *, steps: int | Non
         raise ValueError("admm_rho must be > 0")
     if consistency not in ("iterate", "denoised"):
         raise ValueError(f"consistency must be 'iterate' or 'denoised', got {consistency!r}")
+    if epsilon not in ("consistent", "network"):
+        raise ValueError(f"epsilon must be 'consistent' or 'network', got {epsilon!r}")
     for name, value in (("cg_iterations", cg_iterations), ("admm_iterations", admm_iterations)):
         positive_int(value, name)
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
@@ -142,10 +148,14 @@ def mbir3d(measurement: Measurement, prior: SliceStackPrior, *, steps: int | Non
     with torch.no_grad():
         for i, sigma, sigma_next in run.transitions():
             x0 = prior.denoise(x, sigma)
+            shift = 0.0
             if consistency == "denoised":
+                x0_network = x0
                 for _ in range(admm_iterations):
                     x0, z, u = admm_tv_step(x0, z, u, op, y, **admm)
-            x = ddim_step(x, x0, sigma, sigma_next, eta, run.noise() if eta > 0 and sigma_next > 0 else None)
+                if epsilon == "network":  # x0' + c (x - x0) / sigma == ddim_step(x + x0' - x0, x0', ...)
+                    shift = x0 - x0_network
+            x = ddim_step(x + shift, x0, sigma, sigma_next, eta, run.noise() if eta > 0 and sigma_next > 0 else None)
             for _ in range(corrector_steps if sigma_next > 0 else 0):
                 x = langevin_corrector(x, (prior.denoise(x, sigma_next) - x) / sigma_next**2, snr, run.noise())
             if consistency == "iterate":
@@ -171,10 +181,14 @@ def slice_prior(measurement, prior: Prior, *, chunk: int = 12) -> SliceStackPrio
     return SliceStackPrior(prior, measurement.x_shape[1], chunk=chunk)
 
 
+#: Slices per network call of the preparation (``slice_prior``).
+CHUNK = Range(1, 2**31, integer=True)
+#: The settings ``mbir3d`` and its fast path share, with their ranges.
+ADMM_RANGES = {"lam": NONNEGATIVE, "lam_xy": NONNEGATIVE, "admm_rho": POSITIVE, "operator_norm": POSITIVE,
+               "cg_iterations": Range(1, 1000, integer=True), "admm_iterations": Range(1, 100, integer=True),
+               "eta": UNIT, "rho": RHO, "chunk": CHUNK}
+
 DECLARATION = SamplerDeclaration("mbir3d", mbir3d, default_steps=100, needs={Need.VOLUME, Need.LINEAR},
                                  label="DiffusionMBIR", prepare=slice_prior, preparation_settings=("chunk",),
-                                 ranges={"lam": NONNEGATIVE, "lam_xy": NONNEGATIVE, "admm_rho": POSITIVE,
-                                         "operator_norm": POSITIVE, "cg_iterations": Range(1, 1000, integer=True),
-                                         "admm_iterations": Range(1, 100, integer=True),
-                                         "corrector_steps": Range(0, 100, integer=True), "snr": NONNEGATIVE,
-                                         "eta": UNIT, "rho": RHO, "chunk": Range(1, 2**31, integer=True)})
+                                 ranges={**ADMM_RANGES, "corrector_steps": Range(0, 100, integer=True),
+                                         "snr": NONNEGATIVE})
