@@ -225,14 +225,17 @@ def _contrast_image(sampled: torch.Tensor, mix: tuple[float, list[float]], bias:
 
 
 def brain_volume(templates: BrainTemplates, generator: torch.Generator, size: int = 64, depth: int = 64, *,
-                 spacing: float | None = None, split: str = "train", contrast: str | None = None) -> torch.Tensor:
+                 spacing: float | None = None, split: str = "train", contrast: str | None = None,
+                 centre_z: float | None = None) -> torch.Tensor:
     """One brain volume ``(1, depth, size, size)`` in ``[0, 1]`` (axial slices, inferior to superior).
 
     In-plane as :func:`brain_slice` (200 mm field of view); ``spacing`` is the slice distance in mm (default: the
     in-plane pixel size, isotropic). The slab is centred in the split's region: ``train`` / ``tuning`` volumes lie
     below ``z = TRAIN_Z_MAX``, ``heldout`` volumes inside the band (``depth * spacing`` must fit its 64 mm; the
     brain occupies its lower 30 mm). Affine as for slices (tilt 3 degrees), a 3D elastic field (4 x 4 x 4 grid of
-    N(0, 2 mm)), one contrast and one 3D bias field per volume.
+    N(0, 2 mm)), one contrast and one 3D bias field per volume. ``centre_z`` (template voxels) places the slab
+    instead of the drawn centre (the draw is still made, so the rest of the volume is the same); the slab must
+    lie inside the split's region.
     """
     require_generator(generator)
     for name, value in (("size", size), ("depth", depth)):
@@ -247,6 +250,11 @@ def brain_volume(templates: BrainTemplates, generator: torch.Generator, size: in
     contrast = contrast or CONTRASTS[int(torch.randint(len(CONTRASTS), (), generator=generator))]
     centre = list(templates.centre)
     centre[2] = _uniform(generator, z_lo + thickness / 2, max(z_lo + thickness / 2, min(z_hi, 150) - thickness / 2))
+    if centre_z is not None:
+        if not z_lo + thickness / 2 <= centre_z <= z_hi - thickness / 2:
+            raise ValueError(f"centre_z = {centre_z:g} puts the {thickness:g} mm slab outside the {split} region "
+                             f"[{z_lo}, {z_hi}]")
+        centre[2] = float(centre_z)
     half = FIELD_OF_VIEW_MM / 2
     ticks = torch.linspace(-half, half, 2 * size, dtype=torch.float64)
     heights = (torch.arange(depth, dtype=torch.float64) - (depth - 1) / 2) * spacing

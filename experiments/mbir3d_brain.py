@@ -19,7 +19,7 @@ Methods: FBP / zero-filled; isotropic 3D TV (PDHG) and anisotropic 3D TV (ADMM);
 (the same sampler with ``lam = 0``: every slice its own 2D posterior sample with a CG data term); DiffusionMBIR
 (the 2D prior with TV along z) and its in-plane-TV variant (``lam_xy``), sampled by ``--sampler`` (default: the
 DDS fast path ``dds3d``, 50 steps). Every weight (TV, ``lam``, ``lam_xy``) is chosen per problem by the mean
-three-plane PSNR on a tuning volume of the tuning split (seed 5, 12 slices, below z = 120), so the baselines
+three-plane PSNR on a tuning volume of the tuning split (seed 5, the 12-slice slab ending at z = 120), so the baselines
 and the samplers are tuned the same way. The slice prior is ``--prior`` (default: ``brain_slice``, the brain prior
 fine-tuned on axial slices of training volumes). Metrics: PSNR and SSIM (data range: the volume's maximum)
 averaged over the non-empty slices of each plane; intervals are 95% t-intervals over the volumes.
@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mbir3d_quality as base  # noqa: E402  (operators, TV baselines, metrics and figure of the ellipsoid bar)
 
 from invsolve._atomic import write_text_atomic  # noqa: E402
-from invsolve.datasets.brain import BrainTemplates, brain_volume, real_subject_paths  # noqa: E402
+from invsolve.datasets.brain import (FIELD_OF_VIEW_MM, TRAIN_Z_MAX, BrainTemplates, brain_volume,  # noqa: E402
+                                    real_subject_paths)
 from invsolve.datasets.training_data import NiftiSlices  # noqa: E402
 from invsolve.priors import SliceStackPrior  # noqa: E402
 from invsolve.priors.default import load_shipped_prior  # noqa: E402
@@ -67,7 +68,8 @@ SLICE_WISE = "slice-wise 2D (lam 0)"
 TV_ISO, TV_ANISO = "3D TV (isotropic, PDHG)", "3D TV (anisotropic, ADMM)"
 #: (lam) for the TV-z variant and (lam, lam_xy) for the in-plane variant, relative to ||A||^2.
 LAM_GRID = (3e-5, 1e-4, 3e-4, 1e-3)
-IN_PLANE_GRID = tuple((lam, lam_xy) for lam in (3e-5, 1e-4, 3e-4) for lam_xy in (5e-5, 1e-4, 2e-4))
+IN_PLANE_GRID = tuple((lam, lam_xy) for lam in (1e-4, 3e-4, 1e-3) for lam_xy in (1e-4, 2e-4, 4e-4))
+TV_Z_GRID = (1e-4, 3e-4, 1e-3, 3e-3)  # anisotropic 3D TV, relative to ||A||^2 (x base.TV_XY_GRID in-plane)
 SAMPLER_BASE = {"admm_rho": 2e-2, "cg_iterations": 5, "admm_iterations": 2}
 IN_PLANE_ADMM = {"admm_iterations": 4}
 #: DiffusionMBIR as published (Chung et al., CVPR 2023, Algorithm 1): ADMM on the noisy iterate, 1 CG, 1 ADMM.
@@ -81,8 +83,14 @@ def heldout_volume(templates: BrainTemplates, v: int) -> torch.Tensor:
 
 
 def tuning_volume(templates: BrainTemplates) -> torch.Tensor:
-    return brain_volume(templates, torch.Generator().manual_seed(TUNING_SEED), base.SIZE, DEPTH,
-                        split="tuning")[None]
+    """The tuning split's slab nearest the held-out band (its top, ending at z = 120), ``(1, 1, 12, 64, 64)``.
+
+    A drawn slab can fall anywhere below z = 120 (seed 5 draws the cerebellum: mostly empty slices), anatomy
+    unlike the held-out band's; the top slab holds cortex and the lateral ventricles, as the band does.
+    """
+    thickness = DEPTH * FIELD_OF_VIEW_MM / base.SIZE
+    return brain_volume(templates, torch.Generator().manual_seed(TUNING_SEED), base.SIZE, DEPTH, split="tuning",
+                        centre_z=TRAIN_Z_MAX - thickness / 2)[None]
 
 
 def real_subject_volume() -> torch.Tensor:
@@ -122,7 +130,7 @@ def tune(problem: base.Problem, prior2d, sampler: str, steps: int) -> dict:
     found: dict[str, dict] = {}
     iso = {lam: psnr_of(base.isotropic_tv(meas, lam)) for lam in base.TV_GRID}
     aniso = {(lz, lxy): psnr_of(base.anisotropic_tv(meas, lz, lxy, norm))
-             for lz in base.TV_Z_GRID for lxy in base.TV_XY_GRID}
+             for lz in TV_Z_GRID for lxy in base.TV_XY_GRID}
     found["tv"] = {"isotropic": max(iso, key=iso.get), "anisotropic": list(max(aniso, key=aniso.get))}
     common = {**SAMPLER_BASE, "operator_norm": norm}
     tv_z = {lam: psnr_of(sample(sampler, meas, prior2d, TUNING_SEED, steps, {**common, "lam": lam}))

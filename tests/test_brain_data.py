@@ -141,6 +141,15 @@ def test_volumes_are_drawn_the_same_way(templates):
     assert float((held > 0.05).float().mean()) > 0.05
     with pytest.raises(ValueError, match="does not fit"):
         brain_volume(templates, torch.Generator(), 16, 64, spacing=2.0, split="heldout")
+    top = brain_volume(templates, torch.Generator().manual_seed(0), 16, 8, split="train", centre_z=60.0)
+    assert not torch.equal(top, v)  # moved, and the draws after the centre are those of the unmoved volume:
+    after = torch.Generator().manual_seed(0)
+    brain_volume(templates, after, 16, 8, split="train")
+    placed = torch.Generator().manual_seed(0)
+    brain_volume(templates, placed, 16, 8, split="train", centre_z=60.0)
+    assert torch.equal(torch.rand(3, generator=after), torch.rand(3, generator=placed))
+    with pytest.raises(ValueError, match="centre_z"):
+        brain_volume(templates, torch.Generator(), 16, 8, split="train", centre_z=118.0)  # 100 mm slab past z = 120
 
 
 def test_volume_slices_are_the_axial_slices_of_seeded_training_volumes(templates):

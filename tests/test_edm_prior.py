@@ -174,23 +174,31 @@ def _held_out_brains():
     return BrainSlices(64, split="heldout", seed=0)
 
 
+def _held_out_brain_volume_slices():
+    from invsolve.datasets.brain import BrainTemplates, brain_volume
+
+    volume = brain_volume(BrainTemplates(), torch.Generator().manual_seed(100), 64, 12, split="heldout")
+    return [volume[:, k] for k in range(0, 12, 3)] * 7  # indexed as data[i * 7] below
+
+
 @pytest.mark.parametrize("name, held_out", [("default", _held_out_ellipses), ("ellipsoid_slice", _held_out_ellipsoid_slices),
-                                            ("brain", _held_out_brains)])
+                                            ("brain", _held_out_brains),
+                                            ("brain_slice", _held_out_brain_volume_slices)])
 def test_shipped_prior_is_small_documented_and_denoises(name, held_out):
     import hashlib
 
     import invsolve.priors.default as shipped
 
-    path = getattr(shipped, f"{name}_prior_path")()
+    path = shipped.shipped_prior_path(name)
     assert path.is_file(), f"{path} is missing"
     assert path.stat().st_size <= 20 * 2**20
-    recipe = getattr(shipped, f"{name}_prior_recipe")()
+    recipe = shipped.shipped_prior_recipe(name)
     for key in ("source", "resolution", "steps_done", "seed", "wall_seconds", "final_loss", "command", "config"):
         assert key in recipe, key
     assert recipe["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert torch.load(path, weights_only=True)["format"] == "invsolve-edm-prior"
 
-    prior = getattr(shipped, f"load_{name}_prior")()
+    prior = shipped.load_shipped_prior(name)
     assert prior.shape == (1, 64, 64) and prior.value_range == (0.0, 1.0)
     data = held_out()
     x = torch.stack([data[i * 7] for i in range(4)])

@@ -93,7 +93,7 @@ def test_built_wheel_installs_the_namespace_only(tmp_path):
     assert "operators" not in top_level and "datasets" not in top_level, top_level
     assert "invsolve/operators/__init__.py" in names and "invsolve/datasets/__init__.py" in names
     # the shipped priors and their recipes travel with the wheel (package data)
-    for stem in ("default_prior", "ellipsoid_slice_prior", "brain_prior"):
+    for stem in ("default_prior", "ellipsoid_slice_prior", "brain_prior", "brain_slice_prior"):
         assert f"invsolve/weights/{stem}.pt" in names and f"invsolve/weights/{stem}.json" in names, stem
 
     scratch = tmp_path / "scratch"
