@@ -240,6 +240,23 @@ def verdict(per_volume: dict[str, dict[str, dict]]) -> list[str]:
     return lines
 
 
+def curve_verdict(by_sampler: dict[str, dict]) -> list[str]:
+    """The fast-path target: DDS at 50-100 steps within 0.5 dB (mean PSNR) of the best run of 200 steps or more."""
+    runs = [(mean_psnr(m), label, int(steps)) for label, by_steps in by_sampler.items() for steps, m in by_steps.items()]
+    long_runs = [r for r in runs if r[2] >= 200]
+    if not long_runs:
+        return []
+    best = max(long_runs)
+    dds = {steps: value for value, label, steps in runs if label.startswith("DDS") and steps in (50, 100)}
+    if not dds:
+        return []
+    gap = best[0] - max(dds.values())
+    return [f"Best long run: {best[1]} at {best[2]} steps, {best[0]:.2f} dB. DDS at "
+            + ", ".join(f"{k} steps: {v:.2f} dB" for k, v in sorted(dds.items()))
+            + f"; the better of them is {gap:.2f} dB below the best long run (target: within 0.5 dB: "
+            + f"{'met' if gap <= 0.5 else 'missed'})."]
+
+
 def summary() -> None:
     parts = ["# 3D reconstruction with a 2D prior on held-out brain volumes", "",
              "\n\n".join(__doc__.split("\n\n")[1:5]), ""]
@@ -255,7 +272,7 @@ def summary() -> None:
                     parts.append(f"| {label} | {steps} | {mean_psnr(m):.2f} | {m['axial_psnr']:.2f} | "
                                  f"{m['coronal_psnr']:.2f} | {m['sagittal_psnr']:.2f} | "
                                  f"{np.mean([m[f'{p}_ssim'] for p in base.PLANES]):.4f} | {m['seconds']:.0f} |")
-            parts.append("")
+            parts += ["", *curve_verdict(record["curve"]), ""]
             continue
         per_volume = record["per_volume"]
         tuned = record["tuned"]
