@@ -31,8 +31,8 @@ trained on) under new deformation and contrast draws (seeds 200, ...), with the 
 the noisy iterate, one CG and one ADMM iteration per step) on the first held-out volume.
 
     OMP_NUM_THREADS=2 python experiments/mbir3d_brain.py --problem ct-sparse
-    OMP_NUM_THREADS=2 python experiments/mbir3d_brain.py --problem ct-sparse --curve 25,50,100,200,1000 \
-        --tuned-from experiments/results/mbir3d_brain/ct-sparse.json
+    OMP_NUM_THREADS=2 python experiments/mbir3d_brain.py --problem ct-sparse --curve 25,50,100,200,500 \
+        --curve-published 100,1000 --tuned-from experiments/results/mbir3d_brain/ct-sparse.json
     python experiments/mbir3d_brain.py --summary   # -> experiments/results/mbir3d_brain.md
 """
 
@@ -186,14 +186,16 @@ def run_volume(problem: base.Problem, name: str, volume: torch.Tensor, seed: int
     return results
 
 
-def curve(problem: base.Problem, tuned: dict, prior2d, step_counts: list[int]) -> dict[str, dict]:
+def curve(problem: base.Problem, tuned: dict, prior2d, dds_steps: list[int],
+          published_steps: list[int]) -> dict[str, dict]:
     """PSNR / SSIM against steps on the first held-out volume: DDS and DiffusionMBIR as published (TV-z)."""
     truth, meas, _ = base.measure_volume(problem, heldout_volume(BrainTemplates(), 0), HELD_OUT_SEED)
     common = {**SAMPLER_BASE, "operator_norm": base.operator_norm(meas.operator), "lam": tuned["lam"]}
-    out: dict[str, dict] = {"DDS (dds3d)": {}, "DiffusionMBIR as published (mbir3d, iterate)": {}}
-    for steps in step_counts:
-        for label, sampler, extra in (("DDS (dds3d)", "dds3d", {}),
-                                      ("DiffusionMBIR as published (mbir3d, iterate)", "mbir3d", PAPER_FORM)):
+    runs = [("DDS (dds3d)", "dds3d", {}, dds_steps),
+            ("DiffusionMBIR as published (mbir3d, iterate)", "mbir3d", PAPER_FORM, published_steps)]
+    out: dict[str, dict] = {label: {} for label, *_ in runs}
+    for label, sampler, extra, step_counts in runs:
+        for steps in step_counts:
             start = time.perf_counter()
             recon = sample(sampler, meas, prior2d, HELD_OUT_SEED, steps, {**common, **extra})
             out[label][steps] = {**score(truth, recon), "seconds": time.perf_counter() - start}
@@ -301,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
                              "trained on) under new deformation and contrast draws")
     parser.add_argument("--curve", type=lambda s: [int(v) for v in s.split(",")],
                         help="comma-separated step counts: quality against steps instead of the bar")
+    parser.add_argument("--curve-published", type=lambda s: [int(v) for v in s.split(",")],
+                        help="step counts of DiffusionMBIR as published in the curve (default: those of --curve)")
     parser.add_argument("--summary", action="store_true", help="write results/mbir3d_brain.md from the JSON files")
     args = parser.parse_args(argv)
     if args.summary:
@@ -316,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     command = f"python experiments/mbir3d_brain.py {' '.join(sys.argv[1:] if argv is None else argv)}"
     record = {"command": command, "threads": torch.get_num_threads(), "prior": args.prior, "tuned": tuned}
     if args.curve:
-        record["curve"] = curve(problem, tuned, prior2d, args.curve)
+        record["curve"] = curve(problem, tuned, prior2d, args.curve, args.curve_published or args.curve)
         write_text_atomic(OUT / f"{args.problem}-steps.json", json.dumps(record, indent=1, default=str))
         return
     per_volume = {}
