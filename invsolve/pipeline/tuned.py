@@ -27,6 +27,9 @@ _BRAIN_TUNING = ("experiments/tune_samplers.py --data brain on 4 slices of the b
 _LATENT_TUNING = ("experiments/tune_samplers.py --data brain --prior latent_brain on 2 slices of the brain tuning "
                   "split (experiments/results/latent_brain_tuning.md)")
 
+_BRAIN_3D_TUNING = ("experiments/mbir3d_brain.py on the top slab of the brain tuning split "
+                    "(experiments/results/mbir3d_brain.md)")
+
 
 @dataclass(frozen=True)
 class Tuned:
@@ -104,6 +107,13 @@ TUNED: tuple[Tuned, ...] = (
           prior="latent_brain", source=_LATENT_TUNING),
     Tuned("psld", ANY_KIND, {"zeta": 1.0, "gamma": 0.1}, "latent DPS's zeta", prior="latent_brain",
           source=_LATENT_TUNING),
+    # 3D on brains: DiffusionMBIR + in-plane TV sampled by DDS at 50 steps (the better variant on average)
+    Tuned("dds3d", "ct", {"lam": 1e-4, "lam_xy": 1e-4, "admm_iterations": 4},
+          "sparse-view CT (8 views) on the 12-slice brain tuning volume", prior="brain_slice", max_steps=200,
+          source=_BRAIN_3D_TUNING),
+    Tuned("dds3d", "mri", {"lam": 1e-4, "lam_xy": 1e-4, "admm_iterations": 4},
+          "3D MRI, one column mask (8x) for every slice, on the 12-slice brain tuning volume (a 3D (k_z, k_y) "
+          "mask chose lam 3e-4, lam_xy 2e-4)", prior="brain_slice", max_steps=200, source=_BRAIN_3D_TUNING),
 )
 
 

@@ -17,7 +17,9 @@ iterations to the denoised estimate before the DDIM step (``consistency="denoise
 decomposed diffusion sampler does, Chung et al., ICLR 2024), and returns the last data-consistent
 estimate. ``lam = 0`` makes the ADMM iteration a plain data-consistency step and the method the
 slice-wise 2D baseline with a CG data term; ``lam_xy > 0`` adds anisotropic in-plane TV to the same
-splitting. Measured settings and numbers: ``experiments/results/mbir3d_quality.md``.
+splitting. ``consistency="denoised", epsilon="network"`` is DDS, declared with its own defaults as the fast
+path :mod:`invsolve.samplers.dds3d`. Measured: ``experiments/results/mbir3d_brain.md`` (brains, and quality
+against steps) and ``experiments/results/mbir3d_quality.md`` (ellipsoids, the TV-favoured control).
 """
 
 from __future__ import annotations
