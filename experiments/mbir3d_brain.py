@@ -255,7 +255,7 @@ def curve_verdict(by_sampler: dict[str, dict]) -> list[str]:
     gap = best[0] - max(dds.values())
     return [f"Best long run: {best[1]} at {best[2]} steps, {best[0]:.2f} dB. DDS at "
             + ", ".join(f"{k} steps: {v:.2f} dB" for k, v in sorted(dds.items()))
-            + f"; the better of them is {gap:.2f} dB below the best long run (target: within 0.5 dB: "
+            + f"; best long run minus the better of them: {gap:.2f} dB (target: within 0.5 dB: "
             + f"{'met' if gap <= 0.5 else 'missed'})."]
 
 

@@ -31,10 +31,12 @@ from invsolve import GaussianNoise, Measurement
 from invsolve.operators import ParallelBeamCT3D, sparse_view_angles
 from invsolve.priors import SliceStackPrior
 from invsolve.priors.default import load_shipped_prior
+from invsolve.priors.edm import EDMPrior
 from invsolve.samplers import dds3d
 size, chunk, steps, device = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 cuda = device.startswith("cuda")
-prior2d = load_shipped_prior("brain_slice").to(device)
+shipped = load_shipped_prior("brain_slice").to(device)
+prior2d = EDMPrior(shipped.denoiser, (1, size, size), sigma_min=shipped.sigma_min, sigma_max=shipped.sigma_max)
 times = {"network": 0.0}
 def sync():
     if cuda:
