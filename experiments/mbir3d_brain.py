@@ -274,7 +274,7 @@ def overview(records: dict[str, dict]) -> list[str]:
         diffs = [mean_psnr(r[ours]) - mean_psnr(r[best_tv]) for r in rows]
         lines.append(f"| {stem} | {avg(best_tv):.2f} ({'iso' if best_tv == TV_ISO else 'aniso'}) | "
                      f"{avg(SLICE_WISE):.2f} | {avg(TV_Z):.2f} | {avg(IN_PLANE):.2f} | {interval(diffs)} | "
-                     f"{'met' if np.mean(diffs) >= 1 else 'missed'} |")
+                     f"{'met' if np.mean(diffs) >= 1 else 'missed'}{' (control set)' if 'seen' in stem else ''} |")
     return lines + [""]
 
 
@@ -307,7 +307,7 @@ def summary() -> None:
                   f"in-plane (lam, lam_xy) {tuned['in_plane']}. Figure: `mbir3d_brain/{stem}.png` (first "
                   "volume).", "", *table(per_volume), "", *verdict(per_volume), ""]
         synthetic = {k: v for k, v in per_volume.items() if k.startswith("held-out")}
-        if len(synthetic) < len(per_volume):
+        if 0 < len(synthetic) < len(per_volume):
             parts += ["Synthetic held-out volumes only:", "", *verdict(synthetic), ""]
     write_text_atomic(RESULTS / "mbir3d_brain.md", "\n".join(parts))
     print("\n".join(parts))
