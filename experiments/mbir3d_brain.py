@@ -313,6 +313,14 @@ def summary() -> None:
     print("\n".join(parts))
 
 
+def step_counts(text: str) -> list[int]:
+    """``"25,50,100"`` -> ``[25, 50, 100]`` (positive integers)."""
+    counts = [int(v) for v in text.split(",")]
+    if any(c < 1 for c in counts):
+        raise argparse.ArgumentTypeError(f"step counts must be positive integers, got {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", choices=sorted(base.PROBLEMS))
@@ -324,9 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seen-anatomy", action="store_true",
                         help="the control set instead: the tuning slab's anatomy (below z = 120, which the prior was "
                              "trained on) under new deformation and contrast draws")
-    parser.add_argument("--curve", type=lambda s: [int(v) for v in s.split(",")],
+    parser.add_argument("--curve", type=step_counts,
                         help="comma-separated step counts: quality against steps instead of the bar")
-    parser.add_argument("--curve-published", type=lambda s: [int(v) for v in s.split(",")],
+    parser.add_argument("--curve-published", type=step_counts,
                         help="step counts of DiffusionMBIR as published in the curve (default: those of --curve)")
     parser.add_argument("--summary", action="store_true", help="write results/mbir3d_brain.md from the JSON files")
     args = parser.parse_args(argv)
