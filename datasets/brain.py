@@ -116,6 +116,12 @@ class BrainTemplates:
         return self._split_maps[split]
 
 
+def split_generator(seed: int, split: str, index: int) -> torch.Generator:
+    """The generator of item ``index`` of a split's stream: ``SeedSequence([seed, split key, index])``."""
+    state = np.random.SeedSequence([int(seed), _SPLIT_KEYS[split], int(index)]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
 
@@ -305,8 +311,7 @@ class BrainVolumeSlices(Dataset):
     def volume(self, v: int) -> torch.Tensor:
         """Training volume ``v``, ``(1, depth, size, size)``."""
         if v not in self._cache:
-            state = np.random.SeedSequence([self.seed, _SPLIT_KEYS["train"], int(v)]).generate_state(1)[0]
-            g = torch.Generator().manual_seed(int(state))
+            g = split_generator(self.seed, "train", v)
             if len(self._cache) >= self._cache_size:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[v] = brain_volume(self.templates, g, self.size, self.depth, spacing=self.spacing,
@@ -347,8 +352,7 @@ class BrainSlices(Dataset):
         return self.length
 
     def generator(self, index: int) -> torch.Generator:
-        state = np.random.SeedSequence([self.seed, _SPLIT_KEYS[self.split], int(index)]).generate_state(1)[0]
-        return torch.Generator().manual_seed(int(state))
+        return split_generator(self.seed, self.split, index)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         index = int(index)
