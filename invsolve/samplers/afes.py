@@ -30,6 +30,7 @@ from invsolve.samplers.declaration import POSITIVE, RHO, Range, SamplerDeclarati
 from invsolve.samplers.fk_likelihood import is_linear_gaussian, run_fk_likelihood
 from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.particles import check_smc_options
+from invsolve.samplers.posterior_variance import DATA_VARIANCE
 
 VARIANTS = ("sde", "ode_langevin")
 
@@ -45,7 +46,7 @@ def afes(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sig
          generator: torch.Generator, callback: Callback | None = None, variant: str = "sde",
          integrator: str = "auto", corrector_steps: int = 1, corrector_step: float = 0.1,
          resampling: str = "systematic", ess_threshold: float = 0.5, chunk: int | None = None,
-         hutchinson_probes: int = 1, data_variance: float = 1.0, rho: float = 7.0) -> SamplerOutput:
+         hutchinson_probes: int = 1, data_variance: float | str = "auto", rho: float = 7.0) -> SamplerOutput:
     """Weighted posterior particles ``(n_samples, B, *x_shape)`` with ``log_weights (n_samples, B)``.
 
     Args:
@@ -58,11 +59,13 @@ def afes(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sig
         resampling / ess_threshold: ``"systematic"`` or ``"multinomial"``, when ``ESS <= threshold * N``.
         chunk: largest batch passed to the network at once (memory bound); None = all particles.
         hutchinson_probes: probes of the Laplacian estimate (``"euler"`` with non-Gaussian or nonlinear models).
-        data_variance: ``c`` in the variance of the unguided reverse kernel,
-            :func:`invsolve.samplers.fk_likelihood.reverse_kernel` (the prior's local variance).
+        data_variance: the unguided reverse kernel's ``Var[x_0 | x_sigma]``
+            (:func:`invsolve.samplers.fk_likelihood.reverse_kernel`): ``"auto"`` (default) estimates it from
+            the denoiser's Jacobian at every step (:mod:`invsolve.samplers.posterior_variance`); a number ``c``
+            gives ``c sigma^2 / (c + sigma^2)``.
 
     ``diagnostics`` holds the ESS trace, the resampling count and ``log_evidence`` (the estimate of
-    ``log p(y)``; unbiased for ``p(y)`` with isotropic Gaussian priors of variance ``data_variance``,
+    ``log p(y)``; unbiased for ``p(y)`` with isotropic Gaussian priors of variance ``data_variance = c``,
     otherwise biased by the kernel-variance mismatch measured in :mod:`invsolve.samplers.fk_likelihood`).
 
     With thousands of measured directions (64x64 CT / MRI) the weights collapse to a single particle
@@ -86,4 +89,4 @@ def afes(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sig
 DECLARATION = SamplerDeclaration("afes", afes, default_steps=100, label="AFES", ranges={
     "corrector_steps": Range(0, 1000, integer=True), "corrector_step": POSITIVE, "ess_threshold": UNIT,
     "chunk": Range(1, 2**31, integer=True), "hutchinson_probes": Range(1, 1000, integer=True),
-    "data_variance": POSITIVE, "rho": RHO})
+    "data_variance": DATA_VARIANCE, "rho": RHO})

@@ -34,9 +34,10 @@ which is SPEC section 6's ``g^2/2 (|grad mu_y|^2 - lap mu_y) - v . grad mu_y`` w
   ``p_{sigma'}(x') N(x; x', h I) / (p_sigma(x) N(x'; m, v I))`` is taken as 1. Both factors are smooth
   (no ``1 / p(y | x)``), so the weights stay well spread with no stiffness limit. The unguided kernel
   is :func:`reverse_kernel`: Tweedie's mean, exact for every prior, and the variance
-  ``sigma'^2 h / sigma^2 + (h / sigma^2)^2 Cov[x_0 | x_sigma]`` with ``Cov[x_0 | x_sigma] ~ c sigma^2 /
-  (c + sigma^2)``, ``c = data_variance``; for isotropic Gaussian priors of variance ``c`` everything is
-  exact at any step count.
+  ``sigma'^2 h / sigma^2 + (h / sigma^2)^2 r`` with ``r`` the per-coordinate ``Var[x_0 | x_sigma]``
+  (:mod:`invsolve.samplers.posterior_variance`): by default (``data_variance="auto"``) estimated from the
+  denoiser's Jacobian at every step; ``c sigma^2 / (c + sigma^2)`` for a number ``c``, with which isotropic
+  Gaussian priors of variance ``c`` are exact at any step count.
 
   *Caveat, measured:* along measured directions the likelihood pins the particles, and a relative error
   ``delta`` in the kernel variance there costs ``delta / 2`` in the log-weight *per step*, which sums to
@@ -44,7 +45,7 @@ which is SPEC section 6's ``g^2/2 (|grad mu_y|^2 - lap mu_y) - v . grad mu_y`` w
   x_sigma]`` is (locally Gaussian regions), so it mostly shifts the evidence: on a d_x = 8, d_y = 4 GMM
   problem ``log Z`` is off by +4.3 / +1.7 / -3.2 nats for ``c`` = 0 / 1 / 30 (exact: 1, the components'
   variance, away from the modes' overlap), and by +1.7 / +1.6 / +1.5 at 250 / 1000 / 2000 steps with
-  ``c = 1``. Set ``data_variance`` to the prior's local variance at the scale of the data.
+  ``c = 1``. The ``"auto"`` estimate follows the prior's local variance at each noise level.
 
 The ``"euler"`` weight depends on the particle before it moves, ``"exact"`` on the move; each step
 reweights, then resamples.
@@ -71,6 +72,7 @@ from invsolve.priors.base import Prior
 from invsolve.samplers._common import randn, replicate, split_samples
 from invsolve.samplers.output import SamplerOutput, StepInfo
 from invsolve.samplers.particles import ParticleWeights, gather_particles, in_chunks
+from invsolve.samplers.posterior_variance import check_data_variance, posterior_variance
 from invsolve.samplers.spectral_likelihood import SpectralLikelihood
 
 INTEGRATORS = ("exact", "euler")
@@ -82,16 +84,16 @@ def is_linear_gaussian(measurement: Measurement) -> bool:
 
 
 def reverse_kernel(x: torch.Tensor, denoised: torch.Tensor, sigma: float, sigma_next: float,
-                   data_variance: float) -> tuple[torch.Tensor, float]:
+                   posterior_var: float) -> tuple[torch.Tensor, float]:
     """Gaussian approximation ``N(m, v I)`` of the prior's reverse transition ``p(x_sigma' | x_sigma)``.
 
     The mean is exact for any prior (Tweedie): ``m = x + (sigma^2 - sigma'^2) grad log p_sigma(x)``.
-    The variance ``sigma'^2 h / sigma^2 + (h / sigma^2)^2 Cov[x_0 | x_sigma]`` (``h = sigma^2 - sigma'^2``)
-    takes ``Cov[x_0 | x_sigma] = c sigma^2 / (c + sigma^2) I`` of a prior with variance ``c = data_variance``,
-    so the kernel is exact for isotropic Gaussian priors; ``c -> 0`` gives the ancestral DDPM step.
+    The variance is ``sigma'^2 h / sigma^2 + (h / sigma^2)^2 r`` (``h = sigma^2 - sigma'^2``) with
+    ``r = Var[x_0 | x_sigma]`` per coordinate (:mod:`invsolve.samplers.posterior_variance`): exact for isotropic
+    Gaussian priors when ``r = c sigma^2 / (c + sigma^2)``; ``r -> 0`` gives the ancestral DDPM step.
     """
     h = sigma**2 - sigma_next**2
-    var = sigma_next**2 * h / sigma**2 + h**2 * data_variance / (sigma**2 * (data_variance + sigma**2))
+    var = sigma_next**2 * h / sigma**2 + h**2 * posterior_var / sigma**4
     return x + (h / sigma**2) * (denoised - x), var
 
 
@@ -190,7 +192,7 @@ def run_fk_likelihood(
     ess_threshold: float,
     chunk: int | None,
     hutchinson_probes: int,
-    data_variance: float,
+    data_variance: float | str,
     callback: Callable[[StepInfo], None] | None,
     sampler: str,
 ) -> SamplerOutput:
@@ -205,8 +207,7 @@ def run_fk_likelihood(
         raise ValueError(f"likelihood exponents must be >= 0, got {list(exponents)}")
     if isinstance(measurement.noise, GaussianNoise) and not measurement.sigma_y > 0:
         raise ValueError(f"{sampler} weights particles by p(y | x), which needs sigma_y > 0; got {measurement.sigma_y}")
-    if not data_variance >= 0:
-        raise ValueError(f"data_variance must be >= 0, got {data_variance}")
+    check_data_variance(data_variance)
     if not isinstance(hutchinson_probes, int) or hutchinson_probes < 1:
         raise ValueError(f"hutchinson_probes must be a positive integer, got {hutchinson_probes!r}")
     if not isinstance(corrector_steps, int) or corrector_steps < 0 or not corrector_step > 0:
@@ -245,6 +246,8 @@ def run_fk_likelihood(
     def gather(idx, *tensors):
         return [None if t is None else gather_particles(t, idx) for t in tensors]
 
+    kernel_variance = posterior_variance(data_variance, prior, generator)
+    r_trace = []
     nfe = 0
     n = len(sigmas) - 1
     for i in range(n):
@@ -253,7 +256,8 @@ def run_fk_likelihood(
         denoised = denoise(x, sigma)
         nfe += 1
         if predictor == "sde":
-            m, v = reverse_kernel(x, denoised, sigma, sigma_next, data_variance)
+            r_trace.append(kernel_variance(x, sigma))
+            m, v = reverse_kernel(x, denoised, sigma, sigma_next, r_trace[-1])
             h = sigma**2 - sigma_next**2
             noise = randn(m.shape, generator, dtype, device)
             if integrator == "exact":
@@ -288,7 +292,8 @@ def run_fk_likelihood(
             callback(StepInfo(step=i, total_steps=n, sigma=sigma, x=x, denoised=denoised,
                               extra={"ess": weights.ess_trace[-1], "log_weights": weights.log_w.clone()}))
     diagnostics = {"sigmas": torch.tensor([float(s) for s in sigmas]), "exponents": torch.tensor([float(b) for b in exponents]),
-                   "integrator": integrator, "predictor": predictor, **weights.diagnostics()}
+                   "integrator": integrator, "predictor": predictor, "posterior_variance": torch.tensor(r_trace),
+                   "data_variance": data_variance, **weights.diagnostics()}
     return SamplerOutput(samples=split_samples(x, n_particles, batch), nfe=nfe,
                          log_weights=weights.log_w.to(dtype), diagnostics=diagnostics)
 

@@ -29,6 +29,7 @@ from invsolve.samplers.declaration import POSITIVE, RHO, Range, SamplerDeclarati
 from invsolve.samplers.fk_likelihood import run_fk_likelihood
 from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.particles import check_smc_options
+from invsolve.samplers.posterior_variance import DATA_VARIANCE
 
 
 def linear_annealing(n_levels: int, beta_final: float, warmup: float = 0.0) -> list[float]:
@@ -43,7 +44,7 @@ def fkc(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigm
         generator: torch.Generator, callback: Callback | None = None, beta_final: float = 1.0, warmup: float = 0.0,
         exponents: Sequence[float] | None = None, integrator: str = "auto", resampling: str = "systematic",
         ess_threshold: float = 1.0, chunk: int | None = None, hutchinson_probes: int = 1,
-        data_variance: float = 1.0, rho: float = 7.0) -> SamplerOutput:
+        data_variance: float | str = "auto", rho: float = 7.0) -> SamplerOutput:
     """Weighted particles ``(n_samples, B, *x_shape)`` for ``p(x) p(y | x)^beta_final``.
 
     Args:
@@ -73,4 +74,4 @@ def fkc(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigm
 DECLARATION = SamplerDeclaration("fkc", fkc, default_steps=100, label="FKC", ranges={
     "beta_final": POSITIVE, "warmup": Range(0, 1, open_high=True), "ess_threshold": UNIT,
     "chunk": Range(1, 2**31, integer=True), "hutchinson_probes": Range(1, 1000, integer=True),
-    "data_variance": POSITIVE, "rho": RHO})
+    "data_variance": DATA_VARIANCE, "rho": RHO})

@@ -35,14 +35,10 @@ from invsolve.operators.base import LinearOperator, conjugate_gradient
 from invsolve.priors.base import Prior
 from invsolve._validation import positive_int
 from invsolve.samplers._common import Callback, require_gaussian_noise, require_linear, start
-from invsolve.samplers.declaration import NONNEGATIVE, Need, POSITIVE, RHO, Range, SamplerDeclaration, UNIT
+from invsolve.samplers.declaration import NONNEGATIVE, Need, RHO, Range, SamplerDeclaration, UNIT
 from invsolve.samplers.edm import integrate
 from invsolve.samplers.output import SamplerOutput
-
-
-def pigdm_r2(sigma: float, data_variance: float) -> float:
-    """``r^2 = Var[x0 | x_sigma]`` for ``x0 ~ N(0, v I)``: ``sigma^2 v / (sigma^2 + v)``."""
-    return sigma**2 * data_variance / (sigma**2 + data_variance)
+from invsolve.samplers.posterior_variance import DATA_VARIANCE, check_data_variance, posterior_variance
 
 
 def make_guidance(operator: LinearOperator, sigma_y: float, *, cg_max_iter: int, cg_tol: float):
@@ -88,17 +84,21 @@ def pigdm_denoiser(
     prior: Prior,
     guide,
     *,
-    data_variance: float,
+    r2: Callable[[torch.Tensor, float], float],
     guidance_scale: float,
 ) -> Callable[[torch.Tensor, float], torch.Tensor]:
-    """The guided denoiser ``D_y(x, sigma) = x0_hat + guidance_scale * sigma^2 * g`` (eq. 7-8 + Tweedie)."""
+    """The guided denoiser ``D_y(x, sigma) = x0_hat + guidance_scale * sigma^2 * g`` (eq. 7-8 + Tweedie).
+
+    ``r2(x, sigma)``: ``Var[x0 | x_sigma]`` per coordinate (:func:`invsolve.samplers.posterior_variance.posterior_variance`).
+    """
 
     def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        r2_sigma = r2(x, sigma)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             x0 = prior.denoise(xg, sigma)
             resid = measurement.residual(x0.detach())
-            (g,) = torch.autograd.grad(x0, xg, grad_outputs=guide(pigdm_r2(sigma, data_variance), resid))
+            (g,) = torch.autograd.grad(x0, xg, grad_outputs=guide(r2_sigma, resid))
         return x0.detach() + (guidance_scale * sigma**2) * g
 
     return denoise
@@ -106,7 +106,7 @@ def pigdm_denoiser(
 
 def pigdm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 1,
           generator: torch.Generator, callback: Callback | None = None, method: str = "ddim", eta: float = 1.0,
-          data_variance: float = 1.0, guidance_scale: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0,
+          data_variance: float | str = "auto", guidance_scale: float = 1.0, s_churn: float = 0.0, s_tmin: float = 0.0,
           s_tmax: float = math.inf, s_noise: float = 1.0, rho: float = 7.0, cg_max_iter: int = 100,
           cg_tol: float = 1e-6) -> SamplerOutput:
     """PiGDM posterior samples, shape ``(n_samples, B, *x_shape)``.
@@ -114,7 +114,9 @@ def pigdm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, si
     Args:
         method, eta, s_*: the integrator (:func:`invsolve.samplers.edm.integrate`); the paper uses
             DDIM (``method="ddim"``) with ``eta = 1``.
-        data_variance: ``v`` in ``r^2 = sigma^2 v / (sigma^2 + v)`` (1 for data scaled to unit variance).
+        data_variance: ``v`` in ``r^2 = sigma^2 v / (sigma^2 + v)``, or ``"auto"`` (default): ``r^2`` estimated
+            from the denoiser's Jacobian at each step (:mod:`invsolve.samplers.posterior_variance`; one extra
+            network call with backward pass on one or two rows per step, not counted in ``nfe``).
         guidance_scale: multiplies ``g`` (1 = the derivation).
         cg_max_iter, cg_tol: conjugate gradients, for operators without a stored matrix (``cg_max_iter >= 1``).
 
@@ -122,13 +124,12 @@ def pigdm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, si
     """
     op = require_linear(measurement, "PiGDM")
     sigma_y = require_gaussian_noise(measurement, "PiGDM")
-    if not 0 < data_variance < math.inf:
-        raise ValueError(f"data_variance must be a finite number > 0, got {data_variance}")
+    check_data_variance(data_variance)
     positive_int(cg_max_iter, "cg_max_iter")
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
                 callback=callback)
     guide = make_guidance(op, sigma_y, cg_max_iter=cg_max_iter, cg_tol=cg_tol)
-    denoise = pigdm_denoiser(run.measurement, prior, guide, data_variance=data_variance,
+    denoise = pigdm_denoiser(run.measurement, prior, guide, r2=posterior_variance(data_variance, prior, generator),
                              guidance_scale=guidance_scale)
     x, nfe = integrate(denoise, run.initial_noise(), run.sigmas, method=method, generator=generator,
                        eta=eta, s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, callback=callback)
@@ -137,7 +138,7 @@ def pigdm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, si
 
 DECLARATION = SamplerDeclaration("pigdm", pigdm, default_steps=50, needs={Need.LINEAR, Need.GAUSSIAN_NOISE, Need.EXACT_MODEL},
                                  label="PiGDM", demo_position=2,
-                                 ranges={"eta": UNIT, "data_variance": POSITIVE, "guidance_scale": NONNEGATIVE,
+                                 ranges={"eta": UNIT, "data_variance": DATA_VARIANCE, "guidance_scale": NONNEGATIVE,
                                          "s_churn": NONNEGATIVE, "s_tmin": NONNEGATIVE, "s_tmax": Range(0),
                                          "s_noise": NONNEGATIVE, "rho": RHO, "cg_max_iter": Range(1, 10_000, integer=True),
                                          "cg_tol": Range(0, 1, open_high=True)})

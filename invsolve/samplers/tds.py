@@ -5,8 +5,9 @@ Sequential Monte Carlo over the reverse diffusion with the *twisting functions*
     ``p~_k(y | x_k) = N(y; A(D(x_k, sigma_k)), (sigma_y^2 + r_k) I)``,  ``r_k = c sigma_k^2 / (c + sigma_k^2)``
 
 (the denoiser's estimate of ``x_0`` pushed through the operator, its variance inflated by the prior
-variance ``r_k`` of ``x_0`` given ``x_k`` for data of variance ``c = data_variance``; paper eq. 8 with the
-variance of SPEC section 11). Per step (paper Algorithm 1, in the VE convention):
+variance ``r_k = Var[x_0 | x_k]``, estimated from the denoiser's Jacobian by default or ``c sigma^2 / (c + sigma^2)``
+for a number ``c = data_variance`` (:mod:`invsolve.samplers.posterior_variance`); paper eq. 8 with the variance
+of SPEC section 11). Per step (paper Algorithm 1, in the VE convention):
 
 1. ``x0_hat = D(x_k)`` and ``grad log p~_k(y | x_k)`` by autograd through the network (one call + one VJP);
 2. weight ``w_k = p(x_k | x_{k+1}) p~_k(y | x_k) / (p~_{k+1}(y | x_{k+1}) q(x_k | x_{k+1}))`` (the initial
@@ -27,10 +28,11 @@ from invsolve.measurement import Measurement
 from invsolve.noise import GaussianNoise
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import Callback, require_gaussian_noise, start
-from invsolve.samplers.declaration import Need, POSITIVE, RHO, Range, SamplerDeclaration, UNIT
+from invsolve.samplers.declaration import Need, RHO, Range, SamplerDeclaration, UNIT
 from invsolve.samplers.fk_likelihood import reverse_kernel
 from invsolve.samplers.output import SamplerOutput
 from invsolve.samplers.particles import ParticleWeights, check_smc_options, gather_particles
+from invsolve.samplers.posterior_variance import DATA_VARIANCE, check_data_variance, posterior_variance
 
 
 def twist(measurement: Measurement, prior: Prior, x: torch.Tensor, sigma: float, variance: float,
@@ -51,21 +53,21 @@ def twist(measurement: Measurement, prior: Prior, x: torch.Tensor, sigma: float,
 
 
 def tds(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 64,
-        generator: torch.Generator, callback: Callback | None = None, data_variance: float = 1.0,
+        generator: torch.Generator, callback: Callback | None = None, data_variance: float | str = "auto",
         resampling: str = "systematic", ess_threshold: float = 0.5, chunk: int | None = None,
         rho: float = 7.0) -> SamplerOutput:
     """Weighted particles ``(n_samples, B, *x_shape)`` with ``log_weights``; ``nfe = steps`` (each with a backward pass).
 
     Args:
-        data_variance: ``c`` in the twist variance ``r_k`` and in the reverse kernel's variance (> 0).
+        data_variance: ``"auto"`` or ``c`` (see the module docstring): the twist variance ``r_k`` and the
+            reverse kernel's variance.
         resampling / ess_threshold / chunk: as in :func:`invsolve.samplers.afes.afes`.
     """
     check_smc_options(n_samples, resampling, ess_threshold, chunk)
     sigma_y = require_gaussian_noise(measurement, "TDS")
     if not sigma_y > 0:
         raise ValueError(f"TDS weights the last step by p(y | x_0), which needs sigma_y > 0; got {sigma_y}")
-    if not 0 < data_variance < math.inf:
-        raise ValueError(f"data_variance must be a finite number > 0, got {data_variance}")
+    check_data_variance(data_variance)
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
                 callback=callback)
     meas, y, n_items = run.measurement, measurement.y, run.n_items
@@ -73,14 +75,16 @@ def tds(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigm
     x = run.initial_noise()
     log_prev = torch.zeros(n_items, dtype=torch.float64, device=y.device)  # log p~ at the previous particle
     log_proposal_ratio = torch.zeros_like(log_prev)  # log p(x | x_prev) - log q(x | x_prev)
+    kernel_variance = posterior_variance(data_variance, prior, generator)
     for i, sigma, sigma_next in run.transitions():
-        variance = sigma_y**2 + data_variance * sigma**2 / (data_variance + sigma**2)
+        r = kernel_variance(x, sigma)
+        variance = sigma_y**2 + r
         denoised, log_twist, grad = twist(meas, prior, x, sigma, variance, chunk)
         weights.reweight(log_twist - log_prev + log_proposal_ratio, i)
         idx = weights.resample(ess_threshold, resampling, generator)
         if idx is not None:
             x, denoised, log_twist, grad = (gather_particles(t, idx) for t in (x, denoised, log_twist, grad))
-        m, v = reverse_kernel(x, denoised, sigma, sigma_next, data_variance)
+        m, v = reverse_kernel(x, denoised, sigma, sigma_next, r)
         shift = (sigma**2 - sigma_next**2) * grad
         x_new = m + shift + math.sqrt(v) * run.noise()
         # log N(x_new; m, v) - log N(x_new; m + shift, v) = (|x_new - m - shift|^2 - |x_new - m|^2) / (2 v)
@@ -98,4 +102,4 @@ def tds(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigm
 
 
 DECLARATION = SamplerDeclaration("tds", tds, default_steps=100, needs={Need.GAUSSIAN_NOISE}, label="TDS", ranges={
-    "data_variance": POSITIVE, "ess_threshold": UNIT, "chunk": Range(1, 2**31, integer=True), "rho": RHO})
+    "data_variance": DATA_VARIANCE, "ess_threshold": UNIT, "chunk": Range(1, 2**31, integer=True), "rho": RHO})
