@@ -37,3 +37,36 @@ def test_bad_arguments_are_refused():
         interval_coverage(torch.zeros(4), torch.zeros(5, 3))
     with pytest.raises(ValueError, match="weights"):
         weighted_quantile(torch.zeros(5, 3), 0.5, torch.ones(4))
+
+
+def test_randomized_pit_is_uniform_for_exact_draws_at_any_n():
+    """Truth and 7 draws i.i.d.: the PIT is exactly uniform, so every central band covers its level (5 SE)."""
+    from invsolve.metrics import central_coverage, pit_histogram, randomized_pit, uniformity_distance
+
+    g = torch.Generator().manual_seed(0)
+    m = 40000
+    samples, truth = torch.randn(7, m, generator=g), torch.randn(m, generator=g)
+    pit = randomized_pit(truth, samples, generator=g)
+    for level in (0.5, 0.9):
+        se = (level * (1 - level) / m) ** 0.5
+        assert abs(central_coverage(pit, level) - level) < 5 * se
+    assert uniformity_distance(pit_histogram(pit, 10)) < 0.02
+    # draws too narrow by 2x: the truth falls outside them too often (U-shaped histogram)
+    narrow = randomized_pit(truth, 0.5 * samples, generator=g)
+    assert central_coverage(narrow, 0.9) < 0.8 and uniformity_distance(pit_histogram(narrow, 10)) > 0.1
+
+
+def test_weighted_pit_and_standardized_errors_match_repetition():
+    from invsolve.metrics import randomized_pit, standardized_errors
+
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(4, 50, generator=g, dtype=torch.float64)
+    truth = torch.randn(50, generator=g, dtype=torch.float64)
+    w = torch.tensor([0.5, 0.25, 0.125, 0.125], dtype=torch.float64)
+    repeated = torch.cat([base[:1]] * 4 + [base[1:2]] * 2 + [base[2:3], base[3:4]])
+    a = randomized_pit(truth, base, w, generator=torch.Generator().manual_seed(2))
+    b = randomized_pit(truth, repeated, generator=torch.Generator().manual_seed(2))
+    # same weight below the truth; the (N + 1) denominators differ, so compare the weight below
+    assert torch.allclose(((a * 5) - torch.rand(50, generator=torch.Generator().manual_seed(2), dtype=torch.float64)) / 4,
+                          ((b * 9) - torch.rand(50, generator=torch.Generator().manual_seed(2), dtype=torch.float64)) / 8)
+    assert torch.allclose(standardized_errors(truth, base, w), standardized_errors(truth, repeated))

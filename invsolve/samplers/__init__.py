@@ -9,6 +9,7 @@ from invsolve.samplers.ads import ads
 from invsolve.samplers.afes import afes
 from invsolve.samplers.aps import aps
 from invsolve.samplers.best_of_n import best_of_n
+from invsolve.samplers.daps import daps
 from invsolve.samplers.ddrm import ddrm
 from invsolve.samplers.dds3d import dds3d
 from invsolve.samplers.declaration import Need, SamplerDeclaration, declaration, declarations
@@ -38,6 +39,7 @@ __all__ = [
     "WeightDegeneracyError",
     "ads",
     "afes",
+    "daps",
     "ddrm",
     "dds3d",
     "declaration",
