@@ -46,6 +46,7 @@ SAMPLERS = {
     "afes-sde-multinomial": (afes, dict(resampling="multinomial")),
     "afes-ode-langevin": (afes, dict(variant="ode_langevin", corrector_steps=2)),
     "fkc": (fkc, {}),
+    "fkc-adaptive": (fkc, dict(cess_target=0.5)),
     "tds": (tds, {}),
 }
 
@@ -75,7 +76,7 @@ def test_gaussian_posterior_mean_and_covariance(name):
     assert torch.all((cov.diagonal() - var).abs() < 5 * var * math.sqrt(2 / ess)), (cov.diagonal(), var, ess)
 
 
-@pytest.mark.parametrize("name", ["afes-sde", "fkc"])
+@pytest.mark.parametrize("name", ["afes-sde", "fkc", "fkc-adaptive"])
 def test_log_evidence_matches_the_exact_value(name):
     fn, kw = SAMPLERS[name]
     prior, meas = gaussian_problem()

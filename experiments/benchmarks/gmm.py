@@ -123,11 +123,17 @@ def problem_seed(tuning: bool, d_x: int, d_y: int, index: int) -> int:
     return (1 if tuning else 0) * 10**8 + d_x * 10**4 + d_y * 10**3 + index
 
 
-def cardoso_prior(d_x: int, generator: torch.Generator) -> GaussianMixturePrior:
+def cardoso_prior(d_x: int, generator: torch.Generator, *, full_covariances: bool = False) -> GaussianMixturePrior:
+    """Cardoso et al.'s 25-mode prior; ``full_covariances``: each component ``Q diag(lam) Q^T`` with a random
+    rotation ``Q`` and eigenvalues log-uniform in [0.2, 2] (drawn after the weights, from the same generator)."""
     grid = [(i, j) for i in range(-2, 3) for j in range(-2, 3)]
     means = torch.tensor([[-8.0 * i, -8.0 * j] * (d_x // 2) for i, j in grid], dtype=DTYPE)
     weights = torch.randn(len(grid), generator=generator, dtype=DTYPE).square()
-    return GaussianMixturePrior(weights, means, 1.0)
+    if not full_covariances:
+        return GaussianMixturePrior(weights, means, 1.0)
+    q, _ = torch.linalg.qr(torch.randn(len(grid), d_x, d_x, generator=generator, dtype=DTYPE))
+    lam = 0.2 * 10.0 ** torch.rand(len(grid), d_x, generator=generator, dtype=DTYPE)
+    return GaussianMixturePrior(weights, means, q @ torch.diag_embed(lam) @ q.transpose(1, 2))
 
 
 @dataclass
@@ -139,9 +145,9 @@ class Problem:
     measurement: Measurement
 
 
-def make_problem(d_x: int, d_y: int, seed: int) -> Problem:
+def make_problem(d_x: int, d_y: int, seed: int, *, full_covariances: bool = False) -> Problem:
     g = torch.Generator().manual_seed(seed)
-    prior = cardoso_prior(d_x, g)
+    prior = cardoso_prior(d_x, g, full_covariances=full_covariances)
     gauss = torch.randn(d_y, d_x, generator=g, dtype=DTYPE)
     U, _, Vh = torch.linalg.svd(gauss, full_matrices=False)
     s = torch.rand(d_y, generator=g, dtype=DTYPE).sort(descending=True).values

@@ -74,6 +74,7 @@ from invsolve.samplers.output import SamplerOutput, StepInfo
 from invsolve.samplers.particles import ParticleWeights, gather_particles, in_chunks
 from invsolve.samplers.posterior_variance import check_data_variance, posterior_variance
 from invsolve.samplers.spectral_likelihood import SpectralLikelihood
+from invsolve.samplers.tempering import adapt_step, mala_move, next_exponent
 
 INTEGRATORS = ("exact", "euler")
 PREDICTORS = ("sde", "ode")
@@ -195,8 +196,17 @@ def run_fk_likelihood(
     data_variance: float | str,
     callback: Callable[[StepInfo], None] | None,
     sampler: str,
+    cess_target: float | None = None,
+    moves: int = 2,
+    move_step: float = 0.1,
 ) -> SamplerOutput:
-    """Run the particle system over ``sigmas`` (decreasing, last 0) with exponents ``exponents`` (same length)."""
+    """Run the particle system over ``sigmas`` (decreasing, last 0) with exponents ``exponents`` (same length).
+
+    ``cess_target``: when set (``"sde"`` predictor), each rise of the exponent is made at fixed particles in
+    increments whose conditional ESS stays above ``cess_target * N``, each followed by resampling and ``moves``
+    MALA (priors with ``log_prob``) or split-Langevin moves of initial size ``move_step * sigma^2``
+    (:mod:`invsolve.samplers.tempering`); the diffusion step then keeps the exponent fixed.
+    """
     if integrator not in INTEGRATORS:
         raise ValueError(f"integrator must be one of {INTEGRATORS}, got {integrator!r}")
     if predictor not in PREDICTORS:
@@ -212,6 +222,10 @@ def run_fk_likelihood(
         raise ValueError(f"hutchinson_probes must be a positive integer, got {hutchinson_probes!r}")
     if not isinstance(corrector_steps, int) or corrector_steps < 0 or not corrector_step > 0:
         raise ValueError(f"need corrector_steps >= 0 and corrector_step > 0, got {corrector_steps}, {corrector_step}")
+    if cess_target is not None and not 0 < cess_target < 1:
+        raise ValueError(f"cess_target must lie in (0, 1) (a fraction of the particle count), got {cess_target}")
+    if not isinstance(moves, int) or moves < 0 or not move_step > 0:
+        raise ValueError(f"need moves >= 0 and move_step > 0, got {moves}, {move_step}")
 
     spectral = None
     if is_linear_gaussian(measurement) and (integrator == "exact" or exponents[0] > 0):
@@ -249,10 +263,50 @@ def run_fk_likelihood(
     kernel_variance = posterior_variance(data_variance, prior, generator)
     r_trace = []
     nfe = 0
+    tempering = {"increments": 0, "moves": 0, "acceptance": [], "step_scale": move_step}
+    log_prob = getattr(prior, "log_prob", None)
+
+    def temper(x: torch.Tensor, sigma: float, beta: float, beta_target: float) -> tuple[torch.Tensor, int]:
+        """Raise the exponent from ``beta`` to ``beta_target`` at noise level ``sigma``; returns ``(x, nfe)``."""
+        calls = 0
+        while beta < beta_target:
+            ll = like.log_likelihood(x)
+            new = next_exponent(weights.log_w, ll.reshape(weights.log_w.shape), beta, beta_target, cess_target)
+            weights.reweight((new - beta) * ll, f"temper {beta:.3g}->{new:.3g}")
+            idx = weights.resample(ess_threshold, resampling, generator)
+            if idx is not None:
+                x = gather_particles(x, idx)
+            beta = new
+            tempering["increments"] += 1
+            for _ in range(moves):
+                x, used = rejuvenate(x, sigma, beta)
+                calls += used
+                tempering["moves"] += 1
+        return x, calls
+
+    def rejuvenate(x: torch.Tensor, sigma: float, beta: float) -> tuple[torch.Tensor, int]:
+        """One move leaving ``p_sigma(x) p(y | x)^beta`` invariant: MALA if the prior has a density, else Langevin."""
+        if not callable(log_prob):
+            return _langevin_step(x, denoise(x, sigma), sigma, beta, tempering["step_scale"], like, integrator,
+                                  generator), 1
+        stiffness = float(spectral.s.double().square().max()) / measurement.sigma_y**2 if spectral is not None else 0.0
+        delta = tempering["step_scale"] * sigma**2 / (1 + beta * sigma**2 * stiffness)
+        x, accepted = mala_move(
+            x, lambda z: log_prob(z, sigma).double() + beta * like.log_likelihood(z),
+            lambda z: (denoise(z, sigma) - z) / sigma**2 + beta * like.gradient(z), delta, generator)
+        rate = float(accepted.double().mean())
+        tempering["acceptance"].append(rate)
+        tempering["step_scale"] = adapt_step(tempering["step_scale"], rate)
+        return x, 2
+
     n = len(sigmas) - 1
     for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         beta, beta_next = float(exponents[i]), float(exponents[i + 1])
+        if cess_target is not None and predictor == "sde" and beta_next > beta:
+            x, used = temper(x, sigma, beta, beta_next)
+            nfe += used
+            beta = beta_next
         denoised = denoise(x, sigma)
         nfe += 1
         if predictor == "sde":
@@ -294,6 +348,9 @@ def run_fk_likelihood(
     diagnostics = {"sigmas": torch.tensor([float(s) for s in sigmas]), "exponents": torch.tensor([float(b) for b in exponents]),
                    "integrator": integrator, "predictor": predictor, "posterior_variance": torch.tensor(r_trace),
                    "data_variance": data_variance, **weights.diagnostics()}
+    if cess_target is not None:
+        diagnostics["tempering"] = {k: (sum(v) / len(v) if v else None) if k == "acceptance" else v
+                                    for k, v in tempering.items()}
     return SamplerOutput(samples=split_samples(x, n_particles, batch), nfe=nfe,
                          log_weights=weights.log_w.to(dtype), diagnostics=diagnostics)
 

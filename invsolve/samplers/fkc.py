@@ -44,7 +44,8 @@ def fkc(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigm
         generator: torch.Generator, callback: Callback | None = None, beta_final: float = 1.0, warmup: float = 0.0,
         exponents: Sequence[float] | None = None, integrator: str = "auto", resampling: str = "systematic",
         ess_threshold: float = 1.0, chunk: int | None = None, hutchinson_probes: int = 1,
-        data_variance: float | str = "auto", rho: float = 7.0) -> SamplerOutput:
+        data_variance: float | str = "auto", cess_target: float | None = None, moves: int = 2,
+        move_step: float = 0.1, rho: float = 7.0) -> SamplerOutput:
     """Weighted particles ``(n_samples, B, *x_shape)`` for ``p(x) p(y | x)^beta_final``.
 
     Args:
@@ -53,6 +54,10 @@ def fkc(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigm
         exponents: explicit likelihood exponents ``beta_k``, one per noise level (``steps + 1`` values),
             instead of the linear ramp.
         ess_threshold: 1.0 (default) resamples at every step, as in the authors' code.
+        cess_target: adaptive tempering (:mod:`invsolve.samplers.tempering`): every rise of ``beta`` is split into
+            increments keeping the conditional ESS above ``cess_target * N``, each followed by resampling and
+            ``moves`` MALA / Langevin moves (initial size ``move_step * sigma^2``); the extra network calls
+            count in ``nfe``. None (default) = the fixed schedule.
 
     Other arguments as in :func:`invsolve.samplers.afes.afes`.
     """
@@ -67,11 +72,13 @@ def fkc(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigm
         integrator=resolve_integrator(integrator, measurement), predictor="sde", corrector_steps=0,
         corrector_step=0.1, resampling=resampling, ess_threshold=ess_threshold, chunk=chunk,
         hutchinson_probes=hutchinson_probes,
-        data_variance=data_variance, callback=callback, sampler="FKC",
+        data_variance=data_variance, callback=callback, sampler="FKC", cess_target=cess_target, moves=moves,
+        move_step=move_step,
     )
 
 
 DECLARATION = SamplerDeclaration("fkc", fkc, default_steps=100, label="FKC", ranges={
     "beta_final": POSITIVE, "warmup": Range(0, 1, open_high=True), "ess_threshold": UNIT,
     "chunk": Range(1, 2**31, integer=True), "hutchinson_probes": Range(1, 1000, integer=True),
-    "data_variance": DATA_VARIANCE, "rho": RHO})
+    "data_variance": DATA_VARIANCE, "cess_target": Range(0, 1, open_low=True, open_high=True),
+    "moves": Range(0, 1000, integer=True), "move_step": POSITIVE, "rho": RHO})
