@@ -62,6 +62,7 @@ SAMPLERS = {
     "FKC": ("fkc", True, {}),
     "TDS": ("tds", True, {}),
     "DAPS": ("daps", False, {}),
+    "FKC+tempering": ("fkc", True, {"cess_target": 0.5, "moves": 1}),
 }
 BINS = 20
 LEVELS = tuple(round(0.1 * k, 1) for k in range(1, 10))
