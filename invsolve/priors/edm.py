@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from invsolve.priors.base import Prior, sigma_like
+from invsolve.priors.execution import ExecutionOptions, autocast, layout, network_function, prepare_network
 
 Arch = Literal["adm", "ncsnpp", "ddpmpp"]
 ARCHITECTURES: tuple[str, ...] = ("adm", "ncsnpp", "ddpmpp")
@@ -192,9 +193,11 @@ class EDMDenoiser(nn.Module):
         net: a deepinv ``ADMUNet``/``NCSNpp`` (its ``forward_unet`` is used, bypassing deepinv's own
             preconditioning) or any module called as ``net(x, c_noise)`` returning ``F``.
         sigma_data: standard deviation of the training data.
+        execution: how ``F`` runs (precision, memory layout, compilation; :mod:`invsolve.priors.execution`);
+            the preconditioning around it stays in ``x``'s dtype.
     """
 
-    def __init__(self, net: nn.Module, sigma_data: float = 0.5) -> None:
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5, execution: ExecutionOptions | None = None) -> None:
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
@@ -202,19 +205,26 @@ class EDMDenoiser(nn.Module):
             raise ValueError(f"sigma_data must be positive, got {sigma_data}")
         self.net = net
         self.sigma_data = float(sigma_data)
+        self.execution = ExecutionOptions() if execution is None else execution
+        if not isinstance(self.execution, ExecutionOptions):
+            raise TypeError(f"execution must be an ExecutionOptions, got {type(self.execution).__name__}")
+        prepare_network(net, self.execution)
+        self._network = network_function(self.raw, self.execution)
 
     def raw(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         forward_unet = getattr(self.net, "forward_unet", None)
         return forward_unet(x, c_noise) if forward_unet is not None else self.net(x, c_noise)
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        """Denoise ``x`` (any float dtype; the network runs in its parameter dtype) at ``sigma`` (scalar or ``(B,)``)."""
+        """Denoise ``x`` (any float dtype; the network runs in its parameter dtype, or under autocast as
+        :attr:`execution` says) at ``sigma`` (scalar or ``(B,)``); the result has ``x``'s dtype and layout."""
         param = next(self.net.parameters(), None)
         net_dtype = param.dtype if param is not None else torch.float32
         s = sigma_like(sigma, x)
         c_skip, c_out, c_in, c_noise = edm_preconditioning(s, self.sigma_data)
-        f = self.raw((c_in * x).to(net_dtype), c_noise.reshape(-1).to(net_dtype))
-        return c_skip * x + c_out * f.to(x.dtype)
+        with autocast(self.execution, x.device):
+            f = self._network(layout((c_in * x).to(net_dtype), self.execution), c_noise.reshape(-1).to(net_dtype))
+        return c_skip * x + c_out * f.to(x.dtype).contiguous()
 
 
 class EDMPrior(Prior):
@@ -269,6 +279,19 @@ class EDMPrior(Prior):
     def denoise(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         self.check_x(x)
         return self.denoiser(x, sigma)
+
+    @property
+    def execution(self) -> ExecutionOptions:
+        return self.denoiser.execution
+
+    def with_execution(self, *, precision: str = "float32", channels_last: bool = False,
+                       compile: bool = False) -> EDMPrior:
+        """This prior with its network run as asked (:class:`~invsolve.priors.execution.ExecutionOptions`),
+        sharing the weights (no copy). ``precision="bfloat16"`` runs only the network in bf16."""
+        options = ExecutionOptions(precision=precision, channels_last=channels_last, compile=compile)
+        denoiser = EDMDenoiser(self.denoiser.net, self.sigma_data, options)
+        return EDMPrior(denoiser, self.shape, sigma_min=self.sigma_min, sigma_max=self.sigma_max,
+                        value_range=self.value_range, config=self.config)
 
     # ------------------------------------------------------------------ files
     def state(self) -> dict[str, Any]:
