@@ -284,11 +284,11 @@ class EDMPrior(Prior):
     def execution(self) -> ExecutionOptions:
         return self.denoiser.execution
 
-    def with_execution(self, *, precision: str = "float32", channels_last: bool = False,
-                       compile: bool = False) -> EDMPrior:
-        """This prior with its network run as asked (:class:`~invsolve.priors.execution.ExecutionOptions`),
-        sharing the weights (no copy). ``precision="bfloat16"`` runs only the network in bf16."""
-        options = ExecutionOptions(precision=precision, channels_last=channels_last, compile=compile)
+    def with_execution(self, **options: Any) -> EDMPrior:
+        """This prior with its network run as asked (keywords of :class:`~invsolve.priors.execution.ExecutionOptions`:
+        ``precision``, ``channels_last``, ``compile``), sharing the weights (no copy). ``precision="bfloat16"`` runs
+        only the network in bf16. Note that ``channels_last=True`` re-lays the shared weights (values unchanged)."""
+        options = ExecutionOptions(**options)
         denoiser = EDMDenoiser(self.denoiser.net, self.sigma_data, options)
         return EDMPrior(denoiser, self.shape, sigma_min=self.sigma_min, sigma_max=self.sigma_max,
                         value_range=self.value_range, config=self.config)
