@@ -133,18 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="invsolve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    from invsolve.demo import DEMO_SAMPLES, DEMO_TASK_NAMES
+
     demo = sub.add_parser(
         "demo",
         help="reconstruct a held-out brain slice (CT, MRI, inpainting) with every sampler on the brain prior",
         description="Reconstruct a held-out 64x64 brain slice (or, with --data ellipses, a phantom) from sparse-view "
-        "CT (8, 16 views), MRI (4x, 8x) and 50%% inpainting with the classical baseline, tuned TV and every posterior "
+        "CT (8 views), MRI (4x) and 50%% inpainting (CT 16 views and MRI 8x on request) with the classical baseline, tuned TV and every posterior "
         "sampler on a shipped prior; write one PNG figure per task plus a metrics table (markdown and JSON).",
     )
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     demo.add_argument("--seed", type=int, default=0,
                       help="picks the held-out image and seeds masks, noise and samplers (default: 0)")
-    demo.add_argument("--samples", type=int, default=4, help="posterior samples per sampler, >= 2 (default: 4)")
+    demo.add_argument("--samples", type=int, default=DEMO_SAMPLES,
+                      help=f"posterior samples per sampler, >= 2 (default: {DEMO_SAMPLES})")
     demo.add_argument("--steps", type=int, default=None,
                       help="steps for every sampler (default: each sampler's own: "
                       f"{', '.join(f'{d.label} {d.default_steps}' for d in _demo_samplers())})")
@@ -152,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"comma-separated subset of {', '.join(_demo_labels())} (default: all)")
     demo.add_argument("--tasks", default=None,
                       help="comma-separated subset of: CT 8 views, CT 16 views, MRI 4x, MRI 8x, Inpainting 50%% "
-                      "(default: all)")
+                      f"(default: {', '.join(DEMO_TASK_NAMES).replace('%', '%%')})")
     demo.add_argument("--data", default="brain", choices=("brain", "ellipses"),
                       help="held-out image: a brain slice of the MNI152 band never used in training (brain prior) or "
                       "a random-ellipse phantom, total variation's exact model (default prior) (default: brain)")

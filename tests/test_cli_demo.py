@@ -44,6 +44,15 @@ def test_demo_on_a_held_out_brain_slice(tmp_path):
     assert "Held-out brain slice" in (out / "metrics.md").read_text()
 
 
+def test_demo_default_tasks_are_one_per_modality(tmp_path):
+    from invsolve.demo import DEMO_TASK_NAMES
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--samplers", "DDRM", *QUICK]) == 0
+    rows = json.loads((out / "metrics.json").read_text())
+    assert tuple(dict.fromkeys(r["task"] for r in rows)) == DEMO_TASK_NAMES == ("CT 8 views", "MRI 4x", "Inpainting 50%")
+
+
 def test_demo_sampler_subset(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--tasks", "Inpainting 50%", "--samplers", "DDRM", *QUICK]) == 0
