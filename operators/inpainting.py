@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import deepinv
 import torch
 
+from invsolve.operators.spectral import CoordinateBasis
 from invsolve.operators._image import (
     ImageShape,
     ImageOperator,
@@ -99,6 +100,12 @@ class Inpainting(ImageOperator):
         V = torch.zeros(full.numel(), observed.numel(), dtype=full.dtype, device=full.device)
         V[observed, torch.arange(observed.numel(), device=full.device)] = 1
         return V, torch.ones(observed.numel(), dtype=full.dtype, device=full.device), V
+
+    def spectral_bases(self) -> tuple[CoordinateBasis, torch.Tensor, CoordinateBasis]:
+        """:meth:`svd` without the matrices: ``U = V`` select the observed entries (``O(d)`` to apply)."""
+        full = self.mask.expand(self.x_shape).reshape(-1)
+        basis = CoordinateBasis(torch.nonzero(full > 0).squeeze(1), full.numel())
+        return basis, torch.ones(basis.shape[1], dtype=full.dtype, device=full.device), basis
 
     @classmethod
     def random(

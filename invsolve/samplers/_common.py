@@ -154,6 +154,8 @@ def start(measurement: Measurement, prior: Prior, *, steps: int | None, sigmas, 
     check_n_samples(n_samples)
     if schedule is None:
         from invsolve.samplers.edm import schedule
-    sig = [float(s) for s in schedule(prior, steps, sigmas, rho)]
+    levels = schedule(prior, steps, sigmas, rho)
+    # one read of the whole schedule (a tensor's values one by one would be a host read per level)
+    sig = [float(s) for s in (levels.tolist() if isinstance(levels, torch.Tensor) else levels)]
     return SamplingRun(replicate(measurement, n_samples), prior, sig, n_samples, measurement.batch_size, generator,
                        callback)

@@ -27,47 +27,35 @@ import torch
 
 from invsolve.measurement import Measurement
 from invsolve.priors.base import Prior
+from invsolve.operators.spectral import SpectralBasis, spectral_decomposition
 from invsolve.samplers._common import Callback, require_gaussian_noise, require_linear, start
 from invsolve.samplers.declaration import Need, RHO, SamplerDeclaration, UNIT
 from invsolve.samplers.output import SamplerOutput
 
 
-def operator_svd(operator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(U, S, V)`` from ``operator.svd()``, keeping the non-zero singular values; clear error if absent."""
-    svd = getattr(operator, "svd", None)
-    if not callable(svd):
-        raise TypeError(
-            f"DDRM needs an SVD of the operator: operator.svd() -> (U (m, k), S (k,), V (d, k)) on flattened "
-            f"tensors (every LinearOperator has one); {type(operator).__name__} has none"
-        )
-    U, S, V = svd()
-    rcond = torch.finfo(S.dtype).eps * max(U.shape[0], V.shape[0]) * S.max().clamp_min(0)
-    keep = S > rcond
-    return U[:, keep], S[keep], V[:, keep]
-
-
-def ddrm_init(y_bar, b, sigma_T: float, V, noise_full, noise_k) -> torch.Tensor:
+def ddrm_init(y_bar, b, sigma_T: float, V: SpectralBasis, noise_full, noise_k) -> torch.Tensor:
     """Start of DDRM (flattened): ``sigma_T z`` with the measured coordinates drawn around ``y_bar``."""
     x = sigma_T * noise_full
+    xv = V.project(x)
     measured = b < sigma_T
-    xb = torch.where(measured, y_bar + (sigma_T**2 - b.square()).clamp_min(0).sqrt() * noise_k, x @ V)
-    return x + (xb - x @ V) @ V.T
+    xb = torch.where(measured, y_bar + (sigma_T**2 - b.square()).clamp_min(0).sqrt() * noise_k, xv)
+    return x + V.embed(xb - xv)
 
 
-def ddrm_step(x, x0, y_bar, b, V, sigma: float, sigma_next: float, *, eta: float, eta_b: float,
+def ddrm_step(x, x0, y_bar, b, V: SpectralBasis, sigma: float, sigma_next: float, *, eta: float, eta_b: float,
               noise_full, noise_k) -> torch.Tensor:
     """One DDRM transition ``sigma -> sigma_next`` (eq. 7-8) on flattened ``x`` with denoised ``x0``."""
     eps = (x - x0) / sigma
     x_c = x0 + ((1 - eta**2) ** 0.5 * sigma_next) * eps + (eta * sigma_next) * noise_full
-    xb_c = x_c @ V
-    x0b = x0 @ V
+    xb_c = V.project(x_c)
+    x0b = V.project(x0)
     before = b < sigma_next  # noisier than y
     after = b > sigma_next  # less noisy than y
     b_safe = torch.where(after, b, torch.ones_like(b))
     xb_after = x0b + ((1 - eta**2) ** 0.5 * sigma_next) * (y_bar - x0b) / b_safe + (eta * sigma_next) * noise_k
     xb_before = eta_b * y_bar + (1 - eta_b) * x0b + (sigma_next**2 - (eta_b * b).square()).clamp_min(0).sqrt() * noise_k
     xb = torch.where(before, xb_before, torch.where(after, xb_after, xb_c))
-    return x_c + (xb - xb_c) @ V.T
+    return x_c + V.embed(xb - xb_c)
 
 
 def ddrm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 1,
@@ -86,9 +74,11 @@ def ddrm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sig
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
                 callback=callback)
     y = measurement.y
-    U, S, V = (t.to(dtype=y.dtype, device=y.device) for t in operator_svd(op))
+    U, S, V = spectral_decomposition(op)
+    U, V = U.to(dtype=y.dtype, device=y.device), V.to(dtype=y.dtype, device=y.device)
+    S = S.to(dtype=y.dtype, device=y.device)
     N, (d, k) = run.n_items, V.shape
-    y_bar = ((y.reshape(run.batch, -1) @ U) / S).repeat(n_samples, 1)  # item s * B + b
+    y_bar = (U.project(y.reshape(run.batch, -1)) / S).repeat(n_samples, 1)  # item s * B + b
     b = sigma_y / S
     x = ddrm_init(y_bar, b, run.sigmas[0], V, run.noise((N, d)), run.noise((N, k)))
     for i, sigma, sigma_next in run.transitions():

@@ -316,7 +316,7 @@ def run_fk_likelihood(
             noise = randn(m.shape, generator, dtype, device)
             if integrator == "exact":
                 noise_k = randn((n_items, spectral.s.shape[0]), generator, dtype, device)
-                zm = flat(m) @ spectral.V
+                zm = spectral.V.project(flat(m))
                 log_forward = spectral.tilted_log_normalizer(flat(m), v, beta_next, coords=zm)
                 x, z = spectral.tilted_sample(flat(m), v, beta_next, flat(noise), noise_k, coords=zm)
                 x = x.reshape(m.shape)

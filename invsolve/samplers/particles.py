@@ -122,21 +122,25 @@ class ParticleWeights:
     def reweight(self, log_increment: torch.Tensor, step: int | str) -> None:
         """Multiply the weights by ``exp(log_increment)`` (``(N * B,)`` or ``(N, B)``) and update the evidence."""
         inc = log_increment.detach().to(torch.float64).reshape(self.log_w.shape)
-        if torch.isnan(inc).any() or (inc == math.inf).any():
+        finite = torch.isfinite(inc)
+        centre = torch.where(finite, inc, torch.zeros_like(inc)).sum(0) / finite.sum(0)
+        log_w = self.log_w + (inc - centre)
+        total = torch.logsumexp(log_w, dim=0)
+        # the three checks read back together: one host-device synchronisation per step, not three
+        nonfinite, all_zero, underflow = torch.stack([
+            torch.isnan(inc).any() | (inc == math.inf).any(), ~finite.any(dim=0).all(), ~torch.isfinite(total).all(),
+        ]).tolist()
+        if nonfinite:
             raise WeightDegeneracyError(
                 f"step {step}: a particle log-weight increment is NaN or +inf "
                 "(the likelihood or the network produced a non-finite value)"
             )
-        finite = torch.isfinite(inc)
-        if not finite.any(dim=0).all():
+        if all_zero:
             raise WeightDegeneracyError(
                 f"step {step}: every particle of some measurement got weight zero (log-increment -inf); "
                 "the measurement is impossible under the model, or sigma_y is too small for the step size"
             )
-        centre = torch.where(finite, inc, torch.zeros_like(inc)).sum(0) / finite.sum(0)
-        log_w = self.log_w + (inc - centre)
-        total = torch.logsumexp(log_w, dim=0)
-        if not torch.isfinite(total).all():
+        if underflow:
             raise WeightDegeneracyError(f"step {step}: the particle weights underflowed to zero for every particle")
         self.log_evidence = self.log_evidence + total + centre
         self.log_w = log_w - total

@@ -28,14 +28,14 @@ import torch
 
 from invsolve.measurement import Measurement
 from invsolve.samplers._common import require_gaussian_noise, require_linear
-from invsolve.samplers.ddrm import operator_svd
+from invsolve.operators.spectral import SpectralBasis, spectral_decomposition
 
 
 @dataclass(frozen=True)
 class SpectralLikelihood:
-    """``N(y; A x, sigma^2 I)`` for ``B`` measurements, held as ``V (d, k)``, ``s (k,)``, ``y_bar (B, k)``."""
+    """``N(y; A x, sigma^2 I)`` for ``B`` measurements, held as the basis ``V (d, k)``, ``s (k,)``, ``y_bar (B, k)``."""
 
-    V: torch.Tensor
+    V: SpectralBasis
     s: torch.Tensor
     y_bar: torch.Tensor
     y_perp_sq: torch.Tensor  # (B,) float64
@@ -48,11 +48,12 @@ class SpectralLikelihood:
         sigma = require_gaussian_noise(measurement, sampler)
         if not sigma > 0:
             raise ValueError(f"{sampler} weights particles by p(y | x), which needs sigma_y > 0; got {sigma}")
-        U, s, V = operator_svd(op)
+        U, s, V = spectral_decomposition(op)
         y = measurement.y
-        U, s, V = (t.to(dtype=y.dtype, device=y.device) for t in (U, s, V))
+        U, V = U.to(dtype=y.dtype, device=y.device), V.to(dtype=y.dtype, device=y.device)
+        s = s.to(dtype=y.dtype, device=y.device)
         y_flat = y.reshape(y.shape[0], -1)
-        y_bar = y_flat @ U
+        y_bar = U.project(y_flat)
         y_perp_sq = (y_flat.double().square().sum(1) - y_bar.double().square().sum(1)).clamp_min(0)
         return cls(V, s, y_bar, y_perp_sq, float(sigma) ** 2, y_flat.shape[1])
 
@@ -67,7 +68,7 @@ class SpectralLikelihood:
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """``log N(y; A x, sigma^2 I)`` per flattened row of ``x (n, d)``, float64."""
         n = x.shape[0]
-        r = (self._rows(self.y_bar, n) - (x @ self.V) * self.s).double()
+        r = (self._rows(self.y_bar, n) - self.V.project(x) * self.s).double()
         sq = r.square().sum(1) + self._rows(self.y_perp_sq, n)
         return -0.5 * sq / self.sigma2 - 0.5 * self.d_y * math.log(2 * math.pi * self.sigma2)
 
@@ -82,7 +83,7 @@ class SpectralLikelihood:
         n = m.shape[0]
         c = self.sigma2 / beta
         var = (c + v * self.s.double().square())  # (k,)
-        zm = m @ self.V if coords is None else coords
+        zm = self.V.project(m) if coords is None else coords
         r = self._rows(self.y_bar, n).double() - zm.double() * self.s.double()
         per_coord = -0.5 * r.square() / var - 0.5 * torch.log(var) + 0.5 * math.log(c)  # the 2 pi's cancel
         const = -0.5 * beta * self.d_y * math.log(2 * math.pi * self.sigma2)
@@ -94,9 +95,9 @@ class SpectralLikelihood:
 
         ``noise (n, d)``, ``noise_k (n, k)`` standard normal; ``coords``: ``V^T m`` when already known.
         """
-        zm = m @ self.V if coords is None else coords
+        zm = self.V.project(m) if coords is None else coords
         x = m + math.sqrt(v) * noise
-        zx = zm + math.sqrt(v) * (noise @ self.V)
+        zx = zm + math.sqrt(v) * self.V.project(noise)
         if beta == 0:
             return x, zx
         n = m.shape[0]
@@ -104,7 +105,7 @@ class SpectralLikelihood:
         denom = c + v * self.s.square()
         mean = zm + v * self.s * (self._rows(self.y_bar, n) - self.s * zm) / denom
         z = mean + (v * c / denom).sqrt() * noise_k
-        return x + (z - zx) @ self.V.T, z
+        return x + self.V.embed(z - zx), z
 
     def ou_flow(self, x: torch.Tensor, delta: float, beta: float, noise: torch.Tensor,
                 noise_k: torch.Tensor) -> torch.Tensor:
@@ -116,5 +117,5 @@ class SpectralLikelihood:
         a = beta * self.s.square() / self.sigma2
         centre = self._rows(self.y_bar, n) / self.s
         decay = torch.exp(-a * delta)
-        z = centre + (x @ self.V - centre) * decay + ((1 - decay.square()) / a).sqrt() * noise_k
-        return out + (z - out @ self.V) @ self.V.T
+        z = centre + (self.V.project(x) - centre) * decay + ((1 - decay.square()) / a).sqrt() * noise_k
+        return out + self.V.embed(z - self.V.project(out))
