@@ -12,8 +12,8 @@ measurement and noise level, and the same number of steps. One image per run (ba
 two libraries alternate per image so that machine drift hits both.
 
 Settings: ours come from the run layer's tuned table for the brain prior (tuned on the brain tuning split);
-deepinv's hyperparameters (DPS ``weight``, DiffPIR ``lambda_``, DDRM ``eta``) are chosen per task from a small grid
-on slices of the same tuning split (reported), so neither side is handicapped by defaults. deepinv's DPS runs in
+deepinv's hyperparameters (DPS ``weight``, DiffPIR ``lambda_``, DDRM ``eta``) and our DiffPIR's ``lam`` are chosen per
+task by the same search on slices of the same tuning split (reported), so neither side is handicapped by defaults. deepinv's DPS runs in
 float32 (its default is float64, which would only slow it).
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -40,14 +41,20 @@ from invsolve.measurement import Measurement
 from invsolve.pipeline.tuned import tuned_settings
 from invsolve.priors.default import load_shipped_prior
 from invsolve.priors.edm import EDMPrior
-from invsolve.samplers import ddrm, dps
+from invsolve.samplers import ddrm, diffpir, dps
 from invsolve.study.runner import scores
 from invsolve.tasks import standard_tasks
 
 STEPS = {"DPS": 100, "DDRM": 20, "DiffPIR": 100}
 TASKS = ("CT 8 views", "MRI 4x", "Inpainting 50%")
-#: deepinv hyperparameter grids, searched per task on the tuning split.
-GRIDS = {"DPS": {"weight": (1.0, 3.0, 10.0)}, "DiffPIR": {"lambda_": (1.0, 7.0, 25.0)}, "DDRM": {"eta": (0.85, 1.0)}}
+#: Hyperparameters searched per task on the tuning split, by (library, sampler): (name, its default, ladder
+#: factor); the search climbs a geometric ladder from the default (x factor or / factor) while the mean PSNR
+#: improves. deepinv's DDRM eta lives in [0, 1]: its grid is the paper's 0.85 and ours, 1.0. Our DPS and DDRM
+#: settings come from the run layer's tuned table (tuned on the same split); our DiffPIR is new, so it is searched
+#: here exactly as deepinv's is.
+SEARCH = {("deepinv", "DPS"): ("weight", 1.0, 3.0), ("deepinv", "DiffPIR"): ("lambda_", 7.0, 3.0),
+          ("invsolve", "DiffPIR"): ("lam", 7.0, 3.0)}
+DDRM_ETAS = (0.85, 1.0)
 
 
 class PriorAsDeepinvDenoiser(deepinv.models.Denoiser):
@@ -90,20 +97,17 @@ class Method:
 
 
 def _ours_dps(m, prior, seed, opts):
-    zeta = tuned_settings("dps", opts["kind"], opts["prior_name"], STEPS["DPS"]).settings["zeta"]
+    zeta = opts.get("zeta") or tuned_settings("dps", opts["kind"], opts["prior_name"], STEPS["DPS"]).settings["zeta"]
     return dps(m, prior, steps=opts["steps"], zeta=zeta, generator=torch.Generator().manual_seed(seed)).mean
 
 
 def _ours_ddrm(m, prior, seed, opts):
-    eta = tuned_settings("ddrm", opts["kind"], opts["prior_name"], STEPS["DDRM"]).settings["eta"]
+    eta = opts.get("eta") or tuned_settings("ddrm", opts["kind"], opts["prior_name"], STEPS["DDRM"]).settings["eta"]
     return ddrm(m, prior, steps=opts["steps"], eta=eta, generator=torch.Generator().manual_seed(seed)).mean
 
 
 def _ours_diffpir(m, prior, seed, opts):
-    from invsolve.samplers import diffpir
-
-    settings = tuned_settings("diffpir", opts["kind"], opts["prior_name"], STEPS["DiffPIR"]).settings
-    return diffpir(m, prior, steps=opts["steps"], generator=torch.Generator().manual_seed(seed), **settings).mean
+    return diffpir(m, prior, steps=opts["steps"], lam=opts["lam"], generator=torch.Generator().manual_seed(seed)).mean
 
 
 def _deepinv_dps(m, prior, seed, opts):
@@ -126,21 +130,14 @@ def _deepinv_diffpir(m, prior, seed, opts):
     return model(m.y, deepinv_physics(m))
 
 
-def _has_diffpir() -> bool:
-    import invsolve.samplers as samplers
-
-    return hasattr(samplers, "diffpir")
-
-
 METHODS = [
     Method("invsolve", "DPS", _ours_dps),
     Method("deepinv", "DPS", _deepinv_dps),
     Method("invsolve", "DDRM", _ours_ddrm),
     Method("deepinv", "DDRM", _deepinv_ddrm, supports=lambda kind: kind == "inpainting"),
+    Method("invsolve", "DiffPIR", _ours_diffpir),
     Method("deepinv", "DiffPIR", _deepinv_diffpir),
 ]
-if _has_diffpir():
-    METHODS.append(Method("invsolve", "DiffPIR", _ours_diffpir))
 
 
 def slices(split: str, count: int, size: int) -> list[torch.Tensor]:
@@ -154,25 +151,48 @@ def run_one(method: Method, m: Measurement, prior: EDMPrior, seed: int, opts: di
     return out.detach().float(), seconds, calls.count
 
 
-def tune_deepinv(prior, calls, tasks, tuning, steps_scale: float) -> dict[tuple[str, str], dict]:
-    """deepinv's hyperparameters per (task, sampler): the grid value with the best mean PSNR on ``tuning``."""
+def climb(score: Callable[[float], float], start: float, factor: float, max_moves: int = 4) -> tuple[float, float]:
+    """``(value, score)``, the best found on the ladder ``start * factor^j``: score ``start`` and its upper
+    neighbour (and, if that is no better, its lower one), then keep stepping the improving way until it worsens."""
+    seen = {0: score(start), 1: score(start * factor)}
+    direction = 1 if seen[1] > seen[0] else -1
+    if direction == -1:
+        seen[-1] = score(start / factor)
+    j = direction
+    while seen[j] > seen[j - direction] and abs(j) < max_moves:
+        seen[j + direction] = score(start * factor ** (j + direction))
+        j += direction
+    best = max(seen, key=seen.get)
+    return start * factor**best, seen[best]
+
+
+def tune(prior, calls, tasks, tuning, steps_scale: float) -> dict[tuple[str, str, str], dict]:
+    """Searched hyperparameters per (task, library, sampler): the best mean PSNR on ``tuning`` (:func:`climb`;
+    deepinv's DDRM: a grid)."""
     chosen = {}
     for setup in tasks:
         truths_meas = [(t, setup.measure(t, torch.Generator().manual_seed(100 + i))) for i, t in enumerate(tuning)]
         for method in METHODS:
-            if method.library != "deepinv" or not method.supports(setup.kind):
+            searched = (method.library, method.sampler) in SEARCH or method.library == "deepinv"
+            if not searched or not method.supports(setup.kind):
                 continue
-            (key, grid), = GRIDS[method.sampler].items()
-            best = None
-            for value in grid:
+
+            def mean_psnr(key, value, method=method):
                 opts = {"steps": max(1, round(STEPS[method.sampler] * steps_scale)), key: value,
                         "kind": setup.kind, "prior_name": "brain"}
-                psnr = statistics.mean(scores(t[0, 0], run_one(method, m, prior, 0, opts, calls)[0].clamp(0, 1)[0, 0])["psnr"]
-                                       for t, m in truths_meas)
-                print(f"tune {setup.label} deepinv {method.sampler} {key}={value}: {psnr:.2f} dB", flush=True)
-                if best is None or psnr > best[1]:
-                    best = (value, psnr)
-            chosen[(setup.label, method.sampler)] = {key: best[0]}
+                psnr = statistics.mean(
+                    scores(t[0, 0], run_one(method, m, prior, 0, opts, calls)[0].clamp(0, 1)[0, 0])["psnr"]
+                    for t, m in truths_meas)
+                print(f"tune {setup.label} {method.library} {method.sampler} {key}={value:g}: {psnr:.2f} dB", flush=True)
+                return psnr
+
+            if method.sampler == "DDRM":
+                key = "eta"
+                best = max(((v, mean_psnr(key, v)) for v in DDRM_ETAS), key=lambda vp: vp[1])
+            else:
+                key, start, factor = SEARCH[(method.library, method.sampler)]
+                best = climb(lambda v: mean_psnr(key, v), start, factor)
+            chosen[(setup.label, method.library, method.sampler)] = {key: best[0]}
     return chosen
 
 
@@ -180,7 +200,7 @@ def quality_run(args) -> list[dict]:
     prior = load_shipped_prior("brain")
     calls = NetworkCalls(prior)
     tasks = standard_tasks(64, 0, names=TASKS)
-    chosen = tune_deepinv(prior, calls, tasks, slices("tuning", args.tuning_images, 64), args.steps_scale)
+    chosen = tune(prior, calls, tasks, slices("tuning", args.tuning_images, 64), args.steps_scale)
     rows = []
     for setup in tasks:
         for i, truth in enumerate(slices("heldout", args.images, 64)):
@@ -190,8 +210,10 @@ def quality_run(args) -> list[dict]:
                     continue
                 opts = {"steps": max(1, round(STEPS[method.sampler] * args.steps_scale)), "kind": setup.kind,
                         "prior_name": "brain"}
-                if method.library == "deepinv":
-                    opts.update(chosen[(setup.label, method.sampler)])
+                opts.update(chosen.get((setup.label, method.library, method.sampler), {}))
+                if method.library == "invsolve" and method.sampler in ("DPS", "DDRM"):
+                    key = {"DPS": "zeta", "DDRM": "eta"}[method.sampler]
+                    opts[key] = tuned_settings(method.sampler.lower(), setup.kind, "brain", opts["steps"]).settings[key]
                 est, seconds, n_calls = run_one(method, m, prior, i, opts, calls)
                 s = scores(truth[0, 0], est.clamp(0, 1)[0, 0])
                 rows.append({"size": 64, "task": setup.label, "image": i, "library": method.library,
@@ -220,7 +242,7 @@ def timing_run(args) -> list[dict]:
                 if not _paired(method, setup.kind):
                     continue
                 opts = {"steps": args.steps_256, "kind": setup.kind, "prior_name": "brain",
-                        "weight": 1.0, "lambda_": 7.0, "eta": 0.85}
+                        "weight": 1.0, "lambda_": 7.0, "lam": 7.0, "eta": 0.85}
                 _, seconds, n_calls = run_one(method, m, prior, rep, opts, calls)
                 rows.append({"size": 256, "task": setup.label, "image": rep, "library": method.library,
                              "sampler": method.sampler, "steps": args.steps_256, "seconds": seconds,
@@ -264,7 +286,7 @@ def to_markdown(rows: list[dict]) -> str:
             ratio = _paired_ratio(sub, task, sampler, size) if library == "invsolve" else None
             cells.append(f"{ratio[0]:.2f} ({ratio[1]:.2f}-{ratio[2]:.2f})" if ratio else "")
             settings = group[0].get("settings", {})
-            cells.append(", ".join(f"{k}={v}" for k, v in settings.items() if k != "steps"))
+            cells.append(", ".join(f"{k}={v:.3g}" for k, v in settings.items() if k != "steps"))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from invsolve.samplers.best_of_n import best_of_n
 from invsolve.samplers.daps import daps
 from invsolve.samplers.ddrm import ddrm
 from invsolve.samplers.dds3d import dds3d
+from invsolve.samplers.diffpir import diffpir
 from invsolve.samplers.declaration import Need, SamplerDeclaration, declaration, declarations
 from invsolve.samplers.dps import dps
 from invsolve.samplers.edm import edm_sample, edm_sigmas, unconditional
@@ -44,6 +45,7 @@ __all__ = [
     "dds3d",
     "declaration",
     "declarations",
+    "diffpir",
     "dps",
     "edm_sample",
     "edm_sigmas",
