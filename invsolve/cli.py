@@ -24,6 +24,7 @@ def _demo(args: argparse.Namespace) -> int:
         raise UserError(f"output folder {out} exists and is not empty; pass --overwrite to replace its files")
     report = run_demo(out, device=args.device, seed=args.seed, n_samples=args.samples, steps=args.steps,
                       samplers=_names(args.samplers), tasks=_names(args.tasks), data=args.data,
+                      precision=args.precision,
                       progress=not args.quiet)
     print(report.markdown)
     print("figures: " + ", ".join(str(p) for p in report.figures) + f"\ntable: {report.table}")
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default="brain", choices=("brain", "ellipses"),
                       help="held-out image: a brain slice of the MNI152 band never used in training (brain prior) or "
                       "a random-ellipse phantom, total variation's exact model (default prior) (default: brain)")
+    demo.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16"),
+                      help="network precision: bfloat16 / float16 autocast the network only, data consistency stays "
+                      "float32 (for GPUs; default: float32)")
     demo.add_argument("--overwrite", action="store_true", help="replace files in an existing output folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)

@@ -68,6 +68,7 @@ def run_demo(
     tasks: Sequence[str] | None = None,
     prior: Prior | None = None,
     data: str = "brain",
+    precision: str = "float32",
     progress: bool = True,
 ) -> DemoReport:
     """Run the demo's tasks (default :data:`DEMO_TASK_NAMES`) with every method; write figures and tables into ``out_dir``.
@@ -82,6 +83,8 @@ def run_demo(
         prior: default: the shipped prior of the data (``ellipses``: the default prior; ``brain``: the brain prior).
         data: ``"ellipses"`` (a held-out random-ellipse phantom) or ``"brain"`` (a held-out brain slice of the
             MNI152 band never used in training, :mod:`invsolve.datasets.brain`).
+        precision: the network's precision (``"bfloat16"`` / ``"float16"``: autocast of the network only, data
+            consistency stays in float32; :mod:`invsolve.priors.execution`), for priors that offer it.
     """
     from tqdm.auto import tqdm
 
@@ -103,6 +106,11 @@ def run_demo(
         from invsolve.priors.default import load_shipped_prior
 
         prior = load_shipped_prior(prior_name, dev)
+    if precision != "float32":
+        if not hasattr(prior, "with_execution"):
+            raise ValueError(f"precision={precision!r} needs a prior with execution options (an EDMPrior), got "
+                             f"{type(prior).__name__}")
+        prior = prior.with_execution(precision=precision)
     size = prior.shape[-1]
     lo, hi = getattr(prior, "value_range", (0.0, 1.0))
     truth = demo_truth(data, size, seed).to(dev)

@@ -53,6 +53,14 @@ def test_demo_default_tasks_are_one_per_modality(tmp_path):
     assert tuple(dict.fromkeys(r["task"] for r in rows)) == DEMO_TASK_NAMES == ("CT 8 views", "MRI 4x", "Inpainting 50%")
 
 
+def test_demo_network_in_bfloat16(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--tasks", "Inpainting 50%", "--samplers", "DDRM", "--precision",
+                 "bfloat16", *QUICK]) == 0
+    rows = json.loads((out / "metrics.json").read_text())
+    assert all(math.isfinite(r["psnr"]) for r in rows)
+
+
 def test_demo_sampler_subset(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--tasks", "Inpainting 50%", "--samplers", "DDRM", *QUICK]) == 0

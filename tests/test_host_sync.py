@@ -3,7 +3,7 @@
 A sync is any call that reads a tensor's value on the host: ``.item()``, ``bool(t)``, ``float(t)``, ``int(t)``,
 ``.tolist()``, ``.cpu()``. They are counted while a sampler runs 4 and then 8 steps on a tiny EDM network
 prior; the difference divided by 4 is the number per step (set-up and the final output cancel). DPS, DDRM and
-RED-Diff make none. The samplers that make some, and why they need them (also in the README's GPU section):
+RED-Diff and DiffPIR (SVD data step) make none. The samplers that make some, and why they need them (also in the README's GPU section):
 
 * DAPS, AFES, FKC, TDS, PiGDM with ``data_variance="auto"``: one per step, the Hutchinson estimate of the prior's
   posterior variance becomes the scalar ``r_t^2`` of the Gaussian kernel (``posterior_variance.py``);
@@ -63,7 +63,7 @@ def syncs_per_step(name: str, **settings) -> float:
     return (totals[1] - totals[0]) / 4
 
 
-@pytest.mark.parametrize("name", ["dps", "ddrm", "red-diff"])
+@pytest.mark.parametrize("name", ["dps", "ddrm", "red-diff", "diffpir"])
 def test_sampling_loop_reads_nothing_back(name):
     assert syncs_per_step(name) == 0
 

@@ -8,7 +8,8 @@ parameter ADM UNet at 256x256, time only) is handed to deepinv as a ``deepinv.mo
 on images in [0, 1]: deepinv's convention and ours agree), and a forward hook on the raw network counts every
 call, whichever library makes it. Both see the same operator (deepinv gets a ``LinearPhysics`` over our operator's
 ``A`` / ``A_adjoint``, or, for DDRM, which needs an SVD, deepinv's own ``Inpainting`` with the same mask), the same
-measurement and noise level, and the same number of steps. One image per run (batch 1), one posterior sample; the
+measurement and noise level, and the same number of steps, counted as network calls (deepinv's DPS gets
+``num_steps = steps + 1`` time points: it makes one call per interval between them). One image per run (batch 1), one posterior sample; the
 two libraries alternate per image so that machine drift hits both.
 
 Settings: ours come from the run layer's tuned table for the brain prior (tuned on the brain tuning split);
@@ -111,14 +112,17 @@ def _ours_diffpir(m, prior, seed, opts):
 
 
 def _deepinv_dps(m, prior, seed, opts):
-    model = deepinv.sampling.DPS(PriorAsDeepinvDenoiser(prior), num_steps=opts["steps"], weight=opts["weight"],
+    # deepinv's num_steps counts time points; its ancestral solver makes one network call per interval between
+    # them, num_steps - 1 in all (measured by the hook). One more point makes the calls equal to ours.
+    model = deepinv.sampling.DPS(PriorAsDeepinvDenoiser(prior), num_steps=opts["steps"] + 1, weight=opts["weight"],
                                  dtype=torch.float32, rng=torch.Generator().manual_seed(seed))
     return model(m.y, deepinv_physics(m), x_init=(1, *prior.shape))
 
 
 def _deepinv_ddrm(m, prior, seed, opts):
     torch.manual_seed(seed)  # deepinv's DDRM draws from the global generator
-    model = deepinv.sampling.DDRM(PriorAsDeepinvDenoiser(prior), sigmas=np.linspace(1, 0, opts["steps"]),
+    # its last level is 0, where the denoiser is the identity (no call): steps + 1 levels make `steps` calls
+    model = deepinv.sampling.DDRM(PriorAsDeepinvDenoiser(prior), sigmas=np.linspace(1, 0, opts["steps"] + 1),
                                   eta=opts["eta"])
     return model(m.y, deepinv_inpainting(m))
 
@@ -151,7 +155,7 @@ def run_one(method: Method, m: Measurement, prior: EDMPrior, seed: int, opts: di
     return out.detach().float(), seconds, calls.count
 
 
-def climb(score: Callable[[float], float], start: float, factor: float, max_moves: int = 4) -> tuple[float, float]:
+def climb(score: Callable[[float], float], start: float, factor: float, max_moves: int = 8) -> tuple[float, float]:
     """``(value, score)``, the best found on the ladder ``start * factor^j``: score ``start`` and its upper
     neighbour (and, if that is no better, its lower one), then keep stepping the improving way until it worsens."""
     seen = {0: score(start), 1: score(start * factor)}

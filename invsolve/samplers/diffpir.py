@@ -75,14 +75,14 @@ def diffpir_step(x: torch.Tensor, x0_hat: torch.Tensor, sigma: float, sigma_next
 
 def diffpir(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sigmas=None, n_samples: int = 1,
             generator: torch.Generator, callback: Callback | None = None, lam: float = 7.0, zeta: float = 0.3,
-            data_solver: str = "auto", cg_max_iter: int = 50, cg_tol: float = 1e-5, rho: float = 7.0) -> SamplerOutput:
+            data_solver: str = "auto", cg_max_iter: int = 50, cg_tol: float = 1e-4, rho: float = 7.0) -> SamplerOutput:
     """DiffPIR samples, shape ``(n_samples, B, *x_shape)``; one denoiser call per step, no backward pass.
 
     Args:
         lam: ``lambda`` of ``rho_i = lam sigma_y^2 / sigma_i^2`` (the paper's range: about 1-25).
         zeta: fresh-noise fraction of each step, in [0, 1] (eq. 15).
         data_solver: ``"svd"`` (exact; structured bases or a dense SVD), ``"cg"`` or ``"auto"``.
-        cg_max_iter, cg_tol: the CG data step.
+        cg_max_iter, cg_tol: the CG data step (relative tolerance on the correction ``A^T (y - A x0)``).
         rho: exponent of the EDM noise schedule.
     """
     op = require_linear(measurement, "DiffPIR")
