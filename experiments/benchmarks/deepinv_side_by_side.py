@@ -142,6 +142,7 @@ METHODS = [
     Method("invsolve", "DiffPIR", _ours_diffpir),
     Method("deepinv", "DiffPIR", _deepinv_diffpir),
 ]
+METHODS_ALL = tuple(METHODS)
 
 
 def slices(split: str, count: int, size: int) -> list[torch.Tensor]:
@@ -305,19 +306,28 @@ def main() -> None:
     parser.add_argument("--repeats-256", type=int, default=2)
     parser.add_argument("--sizes", default="64,256",
                         help="which parts to run; with --out, rows of the other sizes are kept from its .json")
+    parser.add_argument("--samplers", default=",".join(STEPS),
+                        help="which samplers to run; with --out, the other samplers' rows are kept from its .json")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     sizes = {int(s) for s in args.sizes.split(",")}
+    chosen = {name.strip() for name in args.samplers.split(",")}
+    unknown = chosen - set(STEPS)
+    if unknown:
+        parser.error(f"unknown sampler(s) {sorted(unknown)}; choose from {list(STEPS)}")
+    METHODS[:] = [m for m in METHODS if m.sampler in chosen]
     command = "OMP_NUM_THREADS=2 .venv/bin/python experiments/benchmarks/deepinv_side_by_side.py " + " ".join(sys.argv[1:])
     rows = []
     store = Path(args.out).with_suffix(".json") if args.out else None
     if store is not None and store.exists():
-        rows = [r for r in json.loads(store.read_text()) if r["size"] not in sizes]
+        rows = [r for r in json.loads(store.read_text()) if r["size"] not in sizes or r["sampler"] not in chosen]
     if 64 in sizes:
         rows += [dict(r, command=command) for r in quality_run(args)]
     if 256 in sizes:
         rows += [dict(r, command=command) for r in timing_run(args)]
-    rows.sort(key=lambda r: r["size"])
+    order = {(m.sampler, m.library): i for i, m in enumerate(METHODS_ALL)}
+    tasks = {t: i for i, t in enumerate(TASKS)}
+    rows.sort(key=lambda r: (r["size"], tasks[r["task"]], order[(r["sampler"], r["library"])], r["image"]))
     text = to_markdown(rows)
     print(text)
     if args.out:
