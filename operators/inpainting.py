@@ -94,18 +94,24 @@ class Inpainting(ImageOperator):
         return float(m.sum()) / m.numel()
 
     def svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Closed form: ``U = V`` = the identity columns of the observed entries, ``S = 1``."""
-        full = self.mask.expand(self.x_shape).reshape(-1)
-        observed = torch.nonzero(full > 0).squeeze(1)
-        V = torch.zeros(full.numel(), observed.numel(), dtype=full.dtype, device=full.device)
-        V[observed, torch.arange(observed.numel(), device=full.device)] = 1
-        return V, torch.ones(observed.numel(), dtype=full.dtype, device=full.device), V
+        """Closed form: ``U = V`` = the identity columns of the observed entries, ``S = 1`` (the matrices of
+        :meth:`spectral_bases`; ``O(d k)`` memory, for callers that need them dense)."""
+        basis, S = self._observed()
+        d, k = basis.shape
+        V = torch.zeros(d, k, dtype=S.dtype, device=S.device)
+        V[basis.index, torch.arange(k, device=S.device)] = 1
+        return V, S, V
 
     def spectral_bases(self) -> tuple[CoordinateBasis, torch.Tensor, CoordinateBasis]:
         """:meth:`svd` without the matrices: ``U = V`` select the observed entries (``O(d)`` to apply)."""
+        basis, S = self._observed()
+        return basis, S, basis
+
+    def _observed(self) -> tuple[CoordinateBasis, torch.Tensor]:
+        """The observed entries as a coordinate basis, and their singular values (all 1)."""
         full = self.mask.expand(self.x_shape).reshape(-1)
         basis = CoordinateBasis(torch.nonzero(full > 0).squeeze(1), full.numel())
-        return basis, torch.ones(basis.shape[1], dtype=full.dtype, device=full.device), basis
+        return basis, torch.ones(basis.shape[1], dtype=full.dtype, device=full.device)
 
     @classmethod
     def random(

@@ -71,15 +71,21 @@ class CoordinateBasis:
 SpectralBasis = DenseBasis | CoordinateBasis
 
 
-def spectral_decomposition(operator) -> tuple[SpectralBasis, torch.Tensor, SpectralBasis]:
+def has_structured_bases(operator) -> bool:
+    """Whether ``operator`` applies its singular bases without dense matrices (``operator.spectral_bases()``)."""
+    return callable(getattr(operator, "spectral_bases", None))
+
+
+def spectral_decomposition(operator, like: torch.Tensor | None = None
+                           ) -> tuple[SpectralBasis, torch.Tensor, SpectralBasis]:
     """``(U, S, V)`` of a linear operator with ``A = U diag(S) V^T``, keeping the non-zero singular values.
 
     Uses ``operator.spectral_bases()`` when the operator has one (structured, nothing dense), else wraps the
-    matrices of ``operator.svd()``. Singular values at or below ``eps * max(m, d) * S_max`` are dropped.
+    matrices of ``operator.svd()``. Singular values at or below ``eps * max(m, d) * S_max`` are dropped. With
+    ``like``, everything comes in its dtype and on its device.
     """
-    bases = getattr(operator, "spectral_bases", None)
-    if callable(bases):
-        U, S, V = bases()
+    if has_structured_bases(operator):
+        U, S, V = operator.spectral_bases()
     else:
         svd = getattr(operator, "svd", None)
         if not callable(svd):
@@ -90,6 +96,9 @@ def spectral_decomposition(operator) -> tuple[SpectralBasis, torch.Tensor, Spect
         U, S, V = (DenseBasis(t) if i != 1 else t for i, t in enumerate(svd()))
     eps = torch.finfo(S.dtype).eps
     keep = S > eps * max(U.shape[0], V.shape[0]) * S.max().clamp_min(0)
-    if bool(keep.all()):
-        return U, S, V
-    return U.select(keep), S[keep], V.select(keep)
+    if not bool(keep.all()):
+        U, S, V = U.select(keep), S[keep], V.select(keep)
+    if like is not None:
+        U, V = U.to(dtype=like.dtype, device=like.device), V.to(dtype=like.dtype, device=like.device)
+        S = S.to(dtype=like.dtype, device=like.device)
+    return U, S, V

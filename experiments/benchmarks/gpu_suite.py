@@ -90,6 +90,23 @@ def run_case(run, steps: int, device: torch.device) -> tuple[float, float | None
     return seconds / steps, peak_gib(device)
 
 
+def mbir3d_case(base, v: int, precision: str, args, device: torch.device) -> dict:
+    """mbir3d on a ``v^3`` volume (8-view CT) with the network at ``v x v`` over every slice; its tensors are freed
+    on return, before the next case."""
+    slice_prior = base if v == args.size else wide_prior(v, device)
+    stack = SliceStackPrior(slice_prior.with_execution(precision=precision), v, chunk=args.chunk)
+    meas3d, norm = ct3d_problem(v, v, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    volume = torch.randn(1, 1, v, v, v, device=device)
+    with torch.no_grad():
+        stack.denoise(volume, 1.0)
+        floor = statistics.median(timed(lambda: stack.denoise(volume, s), device)[1] for s in (5.0, 1.0, 0.1))
+    per_step, peak = run_case(lambda s: mbir3d(meas3d, stack, steps=s, generator=gen, operator_norm=norm),
+                              max(2, args.steps // 3), device)
+    return {"precision": precision, "sampler": "mbir3d", "problem": f"CT 8 views {v}^3", "batch": v,
+            "seconds_per_step": per_step, "network_seconds": floor, "ratio": per_step / floor, "peak_gib": peak}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -136,22 +153,8 @@ def main() -> None:
             label = f"mbir3d {v}^3 {precision}"
             if over_budget(label):
                 continue
-            slice_prior = base.with_execution(precision=precision) if v == args.size else \
-                wide_prior(v, device).with_execution(precision=precision)
-            stack = SliceStackPrior(slice_prior, v, chunk=args.chunk)
-            meas3d, norm = ct3d_problem(v, v, device)
-            gen = torch.Generator(device=device).manual_seed(0)
-            volume = torch.randn(1, 1, v, v, v, device=device)
-            with torch.no_grad():
-                stack.denoise(volume, 1.0)
-                floor = statistics.median(timed(lambda: stack.denoise(volume, s), device)[1] for s in (5.0, 1.0, 0.1))
-            per_step, peak = run_case(lambda s: mbir3d(meas3d, stack, steps=s, generator=gen, operator_norm=norm),
-                                      max(2, args.steps // 3), device)
-            rows.append({"precision": precision, "sampler": "mbir3d", "problem": f"CT 8 views {v}^3",
-                         "batch": v, "seconds_per_step": per_step, "network_seconds": floor,
-                         "ratio": per_step / floor, "peak_gib": peak})
+            rows.append(mbir3d_case(base, v, precision, args, device))
             print(json.dumps(rows[-1]), flush=True)
-            del stack, meas3d, volume
     text = to_markdown(rows, skipped, args, parameter_count(base), time.perf_counter() - began)
     print(text)
     if args.out:

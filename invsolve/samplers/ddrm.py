@@ -74,9 +74,7 @@ def ddrm(measurement: Measurement, prior: Prior, *, steps: int | None = 100, sig
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
                 callback=callback)
     y = measurement.y
-    U, S, V = spectral_decomposition(op)
-    U, V = U.to(dtype=y.dtype, device=y.device), V.to(dtype=y.dtype, device=y.device)
-    S = S.to(dtype=y.dtype, device=y.device)
+    U, S, V = spectral_decomposition(op, like=y)
     N, (d, k) = run.n_items, V.shape
     y_bar = (U.project(y.reshape(run.batch, -1)) / S).repeat(n_samples, 1)  # item s * B + b
     b = sigma_y / S

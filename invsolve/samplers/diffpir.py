@@ -26,7 +26,7 @@ import torch
 from invsolve._validation import positive_int
 from invsolve.measurement import Measurement
 from invsolve.operators.base import LinearOperator, conjugate_gradient
-from invsolve.operators.spectral import spectral_decomposition
+from invsolve.operators.spectral import has_structured_bases, spectral_decomposition
 from invsolve.priors.base import Prior
 from invsolve.samplers._common import Callback, require_gaussian_noise, require_linear, start
 from invsolve.samplers.declaration import Need, POSITIVE, RHO, Range, SamplerDeclaration, UNIT
@@ -43,9 +43,7 @@ DataProx = Callable[[torch.Tensor, float], torch.Tensor]
 
 def svd_data_prox(operator: LinearOperator, y: torch.Tensor) -> DataProx:
     """The data step in the SVD basis ``A = U S V^T``: ``z = x0 + V diag(s / (s^2 + rho)) U^T (y - A x0)``."""
-    U, s, V = spectral_decomposition(operator)
-    U, V = U.to(dtype=y.dtype, device=y.device), V.to(dtype=y.dtype, device=y.device)
-    s = s.to(dtype=y.dtype, device=y.device)
+    U, s, V = spectral_decomposition(operator, like=y)
 
     def prox(x0: torch.Tensor, rho: float) -> torch.Tensor:
         residual = (y - operator.A(x0)).reshape(x0.shape[0], -1)
@@ -99,8 +97,7 @@ def diffpir(measurement: Measurement, prior: Prior, *, steps: int | None = 100, 
     run = start(measurement, prior, steps=steps, sigmas=sigmas, rho=rho, n_samples=n_samples, generator=generator,
                 callback=callback)
     if data_solver == "auto":
-        structured = callable(getattr(op, "spectral_bases", None))
-        data_solver = "svd" if structured or math.prod(prior.shape) <= SVD_MAX_PIXELS else "cg"
+        data_solver = "svd" if has_structured_bases(op) or math.prod(prior.shape) <= SVD_MAX_PIXELS else "cg"
     y = run.measurement.y
     prox = svd_data_prox(op, y) if data_solver == "svd" else cg_data_prox(op, y, max_iter=cg_max_iter, tol=cg_tol)
     x = run.initial_noise()

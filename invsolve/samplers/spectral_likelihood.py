@@ -48,10 +48,8 @@ class SpectralLikelihood:
         sigma = require_gaussian_noise(measurement, sampler)
         if not sigma > 0:
             raise ValueError(f"{sampler} weights particles by p(y | x), which needs sigma_y > 0; got {sigma}")
-        U, s, V = spectral_decomposition(op)
         y = measurement.y
-        U, V = U.to(dtype=y.dtype, device=y.device), V.to(dtype=y.dtype, device=y.device)
-        s = s.to(dtype=y.dtype, device=y.device)
+        U, s, V = spectral_decomposition(op, like=y)
         y_flat = y.reshape(y.shape[0], -1)
         y_bar = U.project(y_flat)
         y_perp_sq = (y_flat.double().square().sum(1) - y_bar.double().square().sum(1)).clamp_min(0)
